@@ -1,0 +1,104 @@
+"""The records that flow through the processor: decode/normalise → writer → metrics.
+
+Pure data; no I/O. ``NormalisedBatch`` is what one OTLP request becomes; ``CommitResult`` is what
+the writer reports as *newly* committed (a retried batch yields an empty result), and is the only
+input of the chat metrics, so a span is counted once however often the Collector retries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class SpanRow:
+    """One row of the ``spans`` table. Ids are lowercase hex; times are Unix nanoseconds."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    kind: int
+    start_ns: int
+    end_ns: int
+    status_code: int
+    status_message: str
+    service: str
+    attributes_json: str  # JSON object text (already serialised: the writer copies it as is)
+    resource_json: str
+    events_json: str
+    # LLM usage of this span when it is an LLM span (token counts present), else None/0.
+    model: str | None = None
+    provider: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
+    operation: str | None = None  # gen_ai.operation.name, e.g. "chat"
+
+
+@dataclass(slots=True)
+class TurnRow:
+    """One row of ``chat_turns``. ``auto`` turns were detected without ``chat.turn.id`` and are
+    keyed by their trace id: a later-arriving ancestor in the same trace replaces them, and an
+    SDK turn in the same trace suppresses them."""
+
+    turn_id: str
+    trace_id: str
+    span_id: str
+    auto: bool
+    session_id: str | None
+    user_id: str | None
+    source: str | None
+    service: str
+    start_ns: int
+    latency_s: float
+    user_message: str | None
+    bot_response: str | None
+    model: str | None
+    fallback: bool = False
+    fallback_reason: str | None = None
+    hallucinated: bool = False
+    hallucination_source: str | None = None
+    prompt_injection: bool = False
+    blocked: bool = False
+    rate_limited: bool = False
+    error: bool = False
+
+
+@dataclass(slots=True)
+class FeedbackRow:
+    """A rating of a turn. Latest ``time_ns`` wins per turn."""
+
+    turn_id: str
+    rating: str  # "up" | "down"
+    comment: str | None
+    origin: str  # "span" | "log" | "api"
+    time_ns: int
+    service: str | None = None
+
+
+@dataclass(slots=True)
+class NormalisedBatch:
+    spans: list[SpanRow] = field(default_factory=list)
+    turns: list[TurnRow] = field(default_factory=list)
+    feedback: list[FeedbackRow] = field(default_factory=list)
+
+    def extend(self, other: NormalisedBatch) -> None:
+        self.spans.extend(other.spans)
+        self.turns.extend(other.turns)
+        self.feedback.extend(other.feedback)
+
+    def __len__(self) -> int:
+        return len(self.spans) + len(self.feedback)
+
+
+@dataclass(slots=True)
+class CommitResult:
+    """What a write added for the first time; drives the Prometheus chat metrics."""
+
+    new_spans: list[SpanRow] = field(default_factory=list)  # LLM spans are the ones with tokens
+    new_turns: list[TurnRow] = field(default_factory=list)  # first-time turns only (not replacements)
+    new_feedback: list[FeedbackRow] = field(default_factory=list)  # events that changed a rating
+    new_sessions: list[tuple[str, str, str | None]] = field(default_factory=list)  # (session, service, source)
+    span_count: int = 0  # spans in the request(s), new or not
+    duplicate_spans: int = 0

@@ -35,6 +35,10 @@ CHAT_FEEDBACK_COMMENT: Final = "chat.feedback.comment"
 CHAT_FEEDBACK_SPAN_NAME: Final = "chat.feedback"
 CHAT_TURN_SPAN_NAME: Final = "chat.turn"
 CHAT_USAGE_SPAN_NAME: Final = "chat.usage"
+# Stamped by the SDK on every span started inside a chat_turn (value: the turn id). Such spans are
+# members of an SDK turn and never become auto-detected turns of their own, even when they arrive
+# in an earlier batch than the turn span (BatchSpanProcessor exports children first).
+CHAT_IN_TURN: Final = "chat.in_turn"
 OPENINFERENCE_SPAN_KIND: Final = "openinference.span.kind"
 SERVICE_NAME: Final = "service.name"
 

@@ -1,0 +1,269 @@
+"""End-to-end ingest throughput: OTLP/HTTP protobuf → committed rows, against the raw COPY ceiling.
+
+Starts an embedded Postgres and ``otel-chatbot serve`` (a separate process, so its peak RSS can be
+read), sends pre-encoded batches of LLM-like spans (OpenInference attributes, ~300-byte messages,
+a turn per trace, token sums, a few feedback spans) from several keep-alive connections, and counts
+spans/s from the first request to the last 200 (200 means committed). Then, on the same server and
+the same rows, measures the raw COPY ceiling: the stored rows, pre-built as COPY text, copied into a
+plain table (no partitions, no keys) in commits of the same size. Prints both and the ratio.
+
+    python benchmarks/ingest.py [--batches 200] [--batch-size 512] [--connections 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import psycopg
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from otel_chatbot.store.embedded import EmbeddedPostgres
+
+WORDS = ("refund order shipping account password invoice delivery warranty upgrade cancel "
+         "subscription address payment card tracking return exchange discount plan support").split()
+
+
+def _text(rng: random.Random, size: int) -> str:
+    out: list[str] = []
+    length = 0
+    while length < size:
+        word = rng.choice(WORDS)
+        out.append(word)
+        length += len(word) + 1
+    return " ".join(out)
+
+
+def _kv(key: str, value: str | int | bool) -> KeyValue:
+    if isinstance(value, bool):
+        return KeyValue(key=key, value=AnyValue(bool_value=value))
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def build_request(rng: random.Random, batch_size: int, start_ns: int) -> bytes:
+    """One OTLP request: traces of a CHAIN root (the turn) and an LLM child; 1 in 64 a feedback span."""
+    spans: list[Span] = []
+    while len(spans) < batch_size:
+        trace_id = rng.randbytes(16)
+        root_id, llm_id = rng.randbytes(8), rng.randbytes(8)
+        session = f"session-{rng.randrange(5000)}"
+        question, answer = _text(rng, 300), _text(rng, 300)
+        t0 = start_ns + rng.randrange(10**9)
+        model = rng.choice(("gpt-4o-mini", "gpt-4o", "claude-3-5-haiku"))
+        common = [_kv("session.id", session), _kv("user.id", f"user-{rng.randrange(2000)}")]
+        root = Span(trace_id=trace_id, span_id=root_id, name="RunnableSequence", kind=Span.SPAN_KIND_INTERNAL,
+                    start_time_unix_nano=t0, end_time_unix_nano=t0 + 900_000_000,
+                    attributes=[*common, _kv("openinference.span.kind", "CHAIN"), _kv("input.value", question),
+                                _kv("output.value", answer), _kv("chat.source", "website")])
+        llm = Span(trace_id=trace_id, span_id=llm_id, parent_span_id=root_id, name="ChatOpenAI",
+                   kind=Span.SPAN_KIND_CLIENT, start_time_unix_nano=t0 + 1_000_000,
+                   end_time_unix_nano=t0 + 850_000_000,
+                   attributes=[*common, _kv("openinference.span.kind", "LLM"), _kv("llm.model_name", model),
+                               _kv("llm.provider", "openai"),
+                               _kv("llm.input_messages.0.message.role", "user"),
+                               _kv("llm.input_messages.0.message.content", question),
+                               _kv("llm.output_messages.0.message.role", "assistant"),
+                               _kv("llm.output_messages.0.message.content", answer),
+                               _kv("llm.token_count.prompt", rng.randrange(50, 900)),
+                               _kv("llm.token_count.completion", rng.randrange(20, 400)),
+                               _kv("llm.token_count.total", 1000)])
+        spans += [root, llm]
+        if rng.randrange(64) == 0:
+            spans.append(Span(trace_id=rng.randbytes(16), span_id=rng.randbytes(8), name="chat.feedback",
+                              start_time_unix_nano=t0 + 2 * 10**9, end_time_unix_nano=t0 + 2 * 10**9,
+                              attributes=[_kv("chat.turn.id", trace_id.hex()),
+                                          _kv("chat.feedback.rating", rng.choice(("up", "down")))]))
+    del spans[batch_size:]
+    resource = [_kv("service.name", "bench-bot"), _kv("service.version", "1.0")]
+    request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(
+        resource={"attributes": resource}, scope_spans=[ScopeSpans(spans=spans)])])
+    return request.SerializeToString()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"otel-chatbot serve exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("processor did not become ready")
+
+
+def send_all(port: int, bodies: list[bytes], connections: int) -> tuple[float, int]:
+    """POST every body (each until 200; 429/503 are retried after a short pause). Returns (seconds, retries)."""
+    cursor = iter(range(len(bodies)))
+    lock = threading.Lock()
+    retries = [0]
+    errors: list[str] = []
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        while True:
+            with lock:
+                index = next(cursor, None)
+            if index is None:
+                break
+            while True:
+                conn.request("POST", "/v1/traces", bodies[index], {"Content-Type": "application/x-protobuf"})
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status == 200:
+                    break
+                if resp.status in (429, 503):
+                    with lock:
+                        retries[0] += 1
+                    time.sleep(0.02)
+                    continue
+                errors.append(f"HTTP {resp.status}")
+                return
+        conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise SystemExit(f"requests failed: {errors[:3]}")
+    return elapsed, retries[0]
+
+
+def copy_ceiling(url: str, batch_size: int) -> tuple[float, int]:
+    """COPY the stored span rows, pre-built as COPY text, into a plain table in commits of batch_size rows."""
+    with psycopg.connect(url) as conn:
+        conn.execute("DROP TABLE IF EXISTS ceiling_spans")
+        conn.execute("CREATE TABLE ceiling_spans (LIKE spans INCLUDING DEFAULTS)")
+        conn.commit()
+        buffer = bytearray()
+        with conn.cursor().copy("COPY spans TO STDOUT") as copy:
+            for data in copy:
+                buffer += data
+        conn.commit()
+        # The copy iterator yields buffers that may split rows: rebuild whole-row chunks.
+        lines = bytes(buffer).splitlines(keepends=True)
+        rows = len(lines)
+        chunks = [b"".join(lines[i:i + batch_size]) for i in range(0, rows, batch_size)]
+        started = time.perf_counter()
+        for chunk in chunks:
+            with conn.cursor().copy("COPY ceiling_spans FROM STDIN") as copy:
+                copy.write(chunk)
+            conn.commit()
+        elapsed = time.perf_counter() - started
+        conn.execute("DROP TABLE ceiling_spans")
+        conn.commit()
+    return elapsed, rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, default=200, help="number of OTLP requests (default 200)")
+    parser.add_argument("--batch-size", type=int, default=512, help="spans per request (default 512)")
+    parser.add_argument("--connections", type=int, default=4, help="concurrent keep-alive connections")
+    parser.add_argument("--database-url", help="use this Postgres instead of an embedded one")
+    parser.add_argument("--serve-arg", action="append", default=[], help="extra argument for `serve`")
+    args = parser.parse_args()
+
+    rng = random.Random(7)
+    now = time.time_ns()
+    print(f"building {args.batches} requests of {args.batch_size} spans ...", flush=True)
+    bodies = [build_request(rng, args.batch_size, now) for _ in range(args.batches)]
+    total = args.batches * args.batch_size
+    print(f"  {sum(map(len, bodies)) / len(bodies) / 1024:.0f} KiB per request", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="otel-chatbot-bench-") as tmp:
+        embedded = None
+        url = args.database_url
+        if url is None:
+            embedded = EmbeddedPostgres(Path(tmp) / "pg")
+            url = embedded.start()
+        try:
+            port = _free_port()
+            cmd = [sys.executable, "-m", "otel_chatbot.cli", "serve", "--database-url", url,
+                   "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", "127.0.0.1:0",
+                   "--metrics", "127.0.0.1:0", *args.serve_arg]
+            proc = subprocess.Popen(cmd, env={**os.environ, "OTEL_CHATBOT_DATA_DIR": str(Path(tmp) / "data")})
+            peak_rss = 0
+            stop = threading.Event()
+
+            def watch_rss() -> None:
+                nonlocal peak_rss
+                ps = psutil.Process(proc.pid)
+                while not stop.is_set():
+                    try:
+                        peak_rss = max(peak_rss, ps.memory_info().rss)
+                    except psutil.Error:
+                        return
+                    time.sleep(0.05)
+
+            try:
+                _wait_ready(port, proc)
+                with psycopg.connect(url) as conn:
+                    before = conn.execute("SELECT count(*) FROM spans").fetchone()
+                watcher = threading.Thread(target=watch_rss, daemon=True)
+                watcher.start()
+                # warm-up: one request, not counted
+                send_all(port, [build_request(random.Random(1), args.batch_size, now)], 1)
+                with psycopg.connect(url) as conn:
+                    before = conn.execute("SELECT count(*) FROM spans").fetchone()
+                elapsed, retries = send_all(port, bodies, args.connections)
+                stop.set()
+                watcher.join()
+                with psycopg.connect(url) as conn:
+                    after = conn.execute("SELECT count(*) FROM spans").fetchone()
+                    turns = conn.execute("SELECT count(*), sum(input_tokens) FROM chat_turns").fetchone()
+                stored = (after[0] if after else 0) - (before[0] if before else 0)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)
+            ceiling_s, ceiling_rows = copy_ceiling(url, args.batch_size)
+        finally:
+            if embedded is not None:
+                embedded.shutdown()
+
+    e2e = total / elapsed
+    ceiling = ceiling_rows / ceiling_s
+    print(f"end to end   : {total} spans in {elapsed:.2f} s = {e2e:,.0f} spans/s durable "
+          f"({stored} new rows stored, {retries} retried requests)")
+    if turns:
+        print(f"               {turns[0]} turns, {turns[1]} input tokens summed")
+    print(f"COPY ceiling : {ceiling_rows} rows in {ceiling_s:.2f} s = {ceiling:,.0f} rows/s "
+          f"(plain table, {args.batch_size}-row commits)")
+    print(f"ratio        : {e2e / ceiling:.2f} of the raw COPY ceiling")
+    print(f"peak RSS     : {peak_rss / 2**20:.0f} MiB (processor process)")
+    if stored != total:
+        print(f"ERROR: expected {total} new rows, found {stored}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -82,11 +82,15 @@ class NormalisedBatch:
     spans: list[SpanRow] = field(default_factory=list)
     turns: list[TurnRow] = field(default_factory=list)
     feedback: list[FeedbackRow] = field(default_factory=list)
+    # Feedback events (spans or log records) dropped because the rating is not "up"/"down" or the
+    # turn id is missing: the receiver reports them (OTLP partial success) instead of failing the request.
+    invalid_feedback: int = 0
 
     def extend(self, other: NormalisedBatch) -> None:
         self.spans.extend(other.spans)
         self.turns.extend(other.turns)
         self.feedback.extend(other.feedback)
+        self.invalid_feedback += other.invalid_feedback
 
     def __len__(self) -> int:
         return len(self.spans) + len(self.feedback)
@@ -99,6 +103,7 @@ class CommitResult:
     new_spans: list[SpanRow] = field(default_factory=list)  # LLM spans are the ones with tokens
     new_turns: list[TurnRow] = field(default_factory=list)  # first-time turns only (not replacements)
     new_feedback: list[FeedbackRow] = field(default_factory=list)  # events that changed a rating
-    new_sessions: list[tuple[str, str, str | None]] = field(default_factory=list)  # (session, service, source)
+    # first-seen sessions as (session, service, source)
+    new_sessions: list[tuple[str, str, str | None]] = field(default_factory=list)
     span_count: int = 0  # spans in the request(s), new or not
     duplicate_spans: int = 0

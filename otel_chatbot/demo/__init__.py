@@ -1,0 +1,117 @@
+"""``otel-chatbot demo``: the processor on embedded Postgres plus a simulated, instrumented chatbot."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+import warnings
+from typing import TYPE_CHECKING, TextIO
+
+from otel_chatbot.demo.simulator import SimStats, Simulator
+from otel_chatbot.sdk.tracing import force_flush, instrument
+from otel_chatbot.sdk.tracing import shutdown as sdk_shutdown
+
+if TYPE_CHECKING:
+    from otel_chatbot.processor.config import ProcessorConfig
+
+__all__ = ["DEFAULT_DURATION", "run_demo"]
+
+DEFAULT_DURATION = 20.0
+DEMO_SERVICE = "support-bot-demo"
+
+
+class _Progress:
+    """One progress line, rewritten in place on a terminal, printed every 5 s otherwise."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._tty = bool(getattr(out, "isatty", lambda: False)())
+        self._last = 0.0
+
+    def __call__(self, stats: SimStats) -> None:
+        if self._tty:
+            self._out.write("\r" + stats.line() + "\033[K")
+            self._out.flush()
+        elif time.monotonic() - self._last >= 5.0:
+            self._out.write(stats.line() + "\n")
+            self._out.flush()
+            self._last = time.monotonic()
+
+    def finish(self, stats: SimStats) -> None:
+        self._out.write(("\r" if self._tty else "") + stats.line() + ("\033[K\n" if self._tty else "\n"))
+        self._out.flush()
+
+
+def _summary_text(database_url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        try:
+            from otel_chatbot.store import queries
+        except ImportError:  # until the store's read queries exist, use the demo's own SQL
+            from otel_chatbot.demo import summary
+
+            return summary.format_summary(summary.chat_summary(conn))
+        return str(queries.format_summary(queries.chat_summary(conn)))
+
+
+def run_demo(config: ProcessorConfig, *, duration: float | None, rate: float, once: bool,
+             out: TextIO = sys.stdout, seed: int | None = None, latency_scale: float | None = None) -> int:
+    """Run the processor and the simulated chatbot; print a summary; serve until Ctrl-C unless ``once``.
+
+    ``duration`` is how long traffic is generated (None: ``DEFAULT_DURATION`` seconds); ``rate`` is
+    turns per second. Returns the process exit code (0, or 130 when interrupted before the summary).
+    """
+    seconds = DEFAULT_DURATION if duration is None else duration
+    if seconds <= 0:
+        raise ValueError(f"duration must be > 0 seconds, got {duration}")
+    simulator = Simulator(rate, seed=seed, latency_scale=latency_scale)  # validates rate
+    # The OpenInference LangChain tracer trips a LangChain deprecation warning on every LLM span.
+    warnings.filterwarnings("ignore", message=r"Calling \.text\(\) as a method is deprecated")
+
+    from otel_chatbot.processor.app import Processor
+
+    processor = Processor(config)
+    stop = threading.Event()
+    out.write("starting the processor (embedded Postgres when no database URL is set)…\n")
+    out.flush()
+    processor.start()
+    try:
+        http_host, http_port = processor.http_address
+        headers = {"authorization": f"Bearer {config.auth_token}"} if config.auth_token else None
+        instrument(DEMO_SERVICE, endpoint=f"http://{http_host}:{http_port}", headers=headers,
+                   instrument_libraries=["langchain"], set_global=False)
+        out.write(f"simulating a support chatbot: {rate:g} turns/s for {seconds:g} s "
+                  f"(OTLP/HTTP → http://{http_host}:{http_port})\n")
+        progress = _Progress(out)
+        try:
+            stats = asyncio.run(simulator.run(seconds, should_stop=stop.is_set, on_tick=progress))
+        except KeyboardInterrupt:
+            out.write("\ninterrupted; stopping\n")
+            return 130
+        progress.finish(stats)
+        if not force_flush(30_000):
+            out.write("warning: some spans could not be delivered to the processor\n")
+        metrics_host, metrics_port = processor.metrics_address
+        out.write("\n" + _summary_text(processor.database_url) + "\n\n")
+        out.write(f"Prometheus metrics: http://{metrics_host}:{metrics_port}/metrics\n")
+        out.write(f"Database:           {processor.database_url}\n")
+        out.write(f"OTLP/HTTP:          http://{http_host}:{http_port}/v1/traces\n")
+        grpc_host, grpc_port = processor.grpc_address
+        out.write(f"OTLP/gRPC:          {grpc_host}:{grpc_port}\n")
+        if once:
+            return 0
+        out.write("\nstill serving: point your own app or Grafana at the addresses above; Ctrl-C to stop.\n")
+        out.flush()
+        try:
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            out.write("\nstopping\n")
+        return 0
+    finally:
+        sdk_shutdown()
+        processor.shutdown()
+        out.flush()

@@ -165,7 +165,7 @@ def copy_ceiling(url: str, batch_size: int) -> tuple[float, int]:
         conn.execute("CREATE TABLE ceiling_spans (LIKE spans INCLUDING DEFAULTS)")
         conn.commit()
         buffer = bytearray()
-        with conn.cursor().copy("COPY spans TO STDOUT") as copy:
+        with conn.cursor().copy("COPY (SELECT * FROM spans) TO STDOUT") as copy:
             for data in copy:
                 buffer += data
         conn.commit()

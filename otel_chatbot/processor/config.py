@@ -1,0 +1,230 @@
+"""Processor settings: flag > environment (``OTEL_CHATBOT_<KEY>``) > config file > default.
+
+Every setting has the same name everywhere: the dataclass field (also the config-file key), the
+flag ``--field-name`` and the variable ``OTEL_CHATBOT_FIELD_NAME``. ``validate()`` errors start with
+the key they are about, so a typo in a 40-line config file is found at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "OTEL_CHATBOT_"
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3,
+               "gib": 1024**3}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_GRPC_MAX_MESSAGE = 2**31 - 1  # grpcio takes an int32
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message starts with the key."""
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("OTEL_CHATBOT_DATA_DIR") or "~/.local/share/otel-chatbot").expanduser()
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    otlp_http: str = "127.0.0.1:4318"
+    otlp_grpc: str = "127.0.0.1:4317"
+    metrics: str = "127.0.0.1:9464"
+    database_url: str | None = None
+    data_dir: Path = field(default_factory=default_data_dir)
+    auth_token: str | None = None
+    # Largest request body, compressed on the wire and again after gunzip (gzip bombs).
+    max_body_bytes: int = 32 * 1024**2
+    # Spans accepted but not yet committed (queued or being written); beyond it requests get 429.
+    queue_max_spans: int = 50_000
+    # Most spans one group commit takes from the queue.
+    write_batch_spans: int = 8_192
+    prices_file: Path | None = None
+    label_cap: int = 50
+    # Redact PII in message attributes on the processor too (the SDK already does it at the source).
+    redact: bool = False
+    # Apply pending migrations at start; off when a separate `otel-chatbot migrate` job owns the schema.
+    migrate: bool = True
+    grpc_workers: int = 16
+    shutdown_timeout: float = 30.0
+    log_level: str = "info"
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad key."""
+        ports: dict[int, str] = {}
+        for key in ("otlp_http", "otlp_grpc", "metrics"):
+            _host, port = split_address(key, getattr(self, key))
+            if port and port in ports:
+                raise ConfigError(f"{key}: port {port} is also used by {ports[port]}")
+            ports[port] = key
+        if self.database_url is not None:
+            _check_database_url(self.database_url)
+        if self.auth_token is not None and (not self.auth_token or any(c.isspace() for c in self.auth_token)):
+            raise ConfigError("auth_token: must be non-empty and contain no whitespace")
+        _at_least("max_body_bytes", self.max_body_bytes, 1024)
+        if self.max_body_bytes > _GRPC_MAX_MESSAGE:
+            raise ConfigError(f"max_body_bytes: at most {_GRPC_MAX_MESSAGE}, got {self.max_body_bytes}")
+        _at_least("queue_max_spans", self.queue_max_spans, 1)
+        _at_least("write_batch_spans", self.write_batch_spans, 1)
+        _at_least("label_cap", self.label_cap, 1)
+        _at_least("grpc_workers", self.grpc_workers, 1)
+        if not self.shutdown_timeout > 0:
+            raise ConfigError(f"shutdown_timeout: expected a positive number of seconds, "
+                              f"got {self.shutdown_timeout}")
+        if self.prices_file is not None and not self.prices_file.is_file():
+            raise ConfigError(f"prices_file: no such file {str(self.prices_file)!r}")
+        if self.log_level not in _LOG_LEVELS:
+            raise ConfigError(f"log_level: expected one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}")
+
+
+FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(ProcessorConfig)}
+
+
+def env_name(key: str) -> str:
+    return ENV_PREFIX + key.upper()
+
+
+def load_config(flags: Mapping[str, object], env: Mapping[str, str],
+                config_file: Path | None) -> ProcessorConfig:
+    """Merge the sources (a None flag means "not given"), coerce types, validate."""
+    values: dict[str, object] = {}
+    if config_file is not None:
+        values.update(read_config_file(config_file))
+    for key in FIELDS:
+        raw = env.get(env_name(key))
+        if raw is not None and raw != "":
+            values[key] = raw
+    for key, value in flags.items():
+        _known(key, "flag")
+        if value is not None:
+            values[key] = value
+    typed = {key: _coerce(key, value) for key, value in values.items()}
+    config = ProcessorConfig(**typed)  # type: ignore[arg-type]  # types checked by _coerce
+    config.validate()
+    return config
+
+
+def read_config_file(path: Path) -> dict[str, object]:
+    """A YAML, TOML or JSON mapping of field names (``-`` may stand for ``_``)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            data: object = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        kind = suffix.lstrip(".").upper() if suffix in (".toml", ".json") else "YAML"
+        raise ConfigError(f"config: {str(path)!r} is not valid {kind}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {str(path)!r} must hold a mapping of settings, got {type(data).__name__}")
+    out: dict[str, object] = {}
+    for raw_key, value in data.items():
+        key = str(raw_key).replace("-", "_")
+        _known(key, "config file key")
+        out[key] = value
+    return out
+
+
+def _known(key: str, what: str) -> None:
+    if key not in FIELDS:
+        close = difflib.get_close_matches(key, FIELDS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"unknown {what} {key!r}{hint}")
+
+
+def _coerce(key: str, value: object) -> object:
+    kind = FIELDS[key].type
+    if key in ("database_url", "auth_token", "prices_file") and value in (None, ""):
+        return None
+    if kind in ("int",):
+        return parse_size(key, value) if key == "max_body_bytes" else _int(key, value)
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if kind in ("Path", "Path | None"):
+        if not isinstance(value, str | os.PathLike):
+            raise ConfigError(f"{key}: expected a path, got {value!r}")
+        return Path(value).expanduser()
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value.strip().lower() if key == "log_level" else value.strip()
+
+
+def _int(key: str, value: object) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise ConfigError(f"{key}: expected an integer, got {value!r}")
+
+
+def parse_size(key: str, value: object) -> int:
+    """Bytes from an int or a string like ``16MiB`` / ``500kb``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE_RE.match(value) if isinstance(value, str) else None
+    if match is None or match.group(2).lower() not in _SIZE_UNITS:
+        raise ConfigError(f"{key}: expected a size in bytes such as 16777216 or 16MiB, got {value!r}")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def _at_least(key: str, value: int, minimum: int) -> None:
+    if value < minimum:
+        raise ConfigError(f"{key}: expected an integer >= {minimum}, got {value}")
+
+
+def split_address(key: str, value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 as ``[::1]:4318``) → (host, port); port 0 means "any free port"."""
+    host, sep, port_text = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535 or any(
+            c.isspace() or c in "/[]" for c in host):
+        raise ConfigError(f"{key}: expected HOST:PORT, got {value!r}")
+    return host, int(port_text)
+
+
+def _check_database_url(url: str) -> None:
+    scheme, sep, _rest = url.partition("://")
+    if sep:
+        if scheme not in ("postgresql", "postgres"):
+            # Never echo the URL: it may carry a password.
+            raise ConfigError(f"database_url: expected a postgresql:// URL, got a {scheme}:// URL")
+    elif "=" not in url:
+        raise ConfigError("database_url: expected a postgresql:// URL or a libpq key=value string")

@@ -1,0 +1,185 @@
+"""OTLP/gRPC receiver: TraceService/Export and LogsService/Export on grpcio's thread pool.
+
+Requests are taken as raw bytes (identity deserializer) and parsed by decode.parse_traces, whose
+attribute-lazy message type is much faster to normalise than a fully parsed ExportTraceServiceRequest.
+Status codes per the OTLP spec: UNAVAILABLE + RetryInfo for retryable trouble, INVALID_ARGUMENT for
+bad data, UNAUTHENTICATED without the token; grpcio answers RESOURCE_EXHAUSTED beyond max_body_bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf.any_pb2 import Any as AnyMessage
+from google.protobuf.duration_pb2 import Duration
+from google.rpc.error_details_pb2 import RetryInfo  # type: ignore[import-untyped]
+from google.rpc.status_pb2 import Status  # type: ignore[import-untyped]
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
+
+from otel_chatbot.processor.auth import BearerAuth
+from otel_chatbot.processor.decode import DecodeError, parse_logs, parse_traces
+from otel_chatbot.processor.model import NormalisedBatch
+from otel_chatbot.processor.normalise import normalise_logs, normalise_traces
+from otel_chatbot.processor.pipeline import Pipeline, Refused, Rejected
+from otel_chatbot.processor.pricing import PriceTable
+
+_log = logging.getLogger(__name__)
+_PROTOBUF = "application/x-protobuf"
+_TRANSPORT = "grpc"
+_TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+_LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+
+Redact = Callable[[str], str]
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+class _Handlers:
+    """Shared checks of both services."""
+
+    def __init__(self, pipeline: Pipeline, auth: BearerAuth) -> None:
+        self.pipeline = pipeline
+        self.auth = auth
+
+    def check_auth(self, context: grpc.ServicerContext) -> None:
+        if not self.auth.enabled:
+            return
+        header = next((str(v) for k, v in context.invocation_metadata() if k == "authorization"), None)
+        if not self.auth.check(header):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token "
+                          "(metadata authorization: Bearer <token>)")
+
+    def commit(self, batch: NormalisedBatch, context: grpc.ServicerContext) -> None:
+        try:
+            self.pipeline.submit(batch, _TRANSPORT).result()
+        except Refused as exc:
+            abort_retryable(context, str(exc), exc.retry_after)
+        except Rejected as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+
+def abort_retryable(context: grpc.ServicerContext, message: str, retry_after: int) -> NoReturn:
+    """UNAVAILABLE with a RetryInfo (the OTel exporters read the retryinfo-bin trailer, others the
+    standard grpc-status-details-bin)."""
+    retry = RetryInfo(retry_delay=Duration(seconds=retry_after))
+    detail = AnyMessage()
+    detail.Pack(retry)
+    status = Status(code=grpc.StatusCode.UNAVAILABLE.value[0], message=message, details=[detail])
+    context.set_trailing_metadata((("google.rpc.retryinfo-bin", retry.SerializeToString()),
+                                   ("grpc-status-details-bin", status.SerializeToString())))
+    context.abort(grpc.StatusCode.UNAVAILABLE, message)
+    raise AssertionError("grpc context.abort() returned")  # it always raises
+
+
+class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, handlers: _Handlers, prices: PriceTable, redact: Redact | None) -> None:
+        self._h = handlers
+        self._prices = prices
+        self._redact = redact
+
+    def Export(self, request: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
+        self._h.check_auth(context)
+        try:
+            batch = normalise_traces(parse_traces(request, _PROTOBUF), self._prices, self._redact)
+        except DecodeError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        self._h.commit(batch, context)
+        if batch.invalid_feedback:
+            return ExportTraceServiceResponse(partial_success=ExportTracePartialSuccess(
+                rejected_spans=0, error_message=f"{batch.invalid_feedback} feedback span(s) ignored: "
+                "chat.feedback.rating must be 'up' or 'down' and chat.turn.id must be set"))
+        return ExportTraceServiceResponse()
+
+
+class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
+    def __init__(self, handlers: _Handlers, redact: Redact | None) -> None:
+        self._h = handlers
+        self._redact = redact
+
+    def Export(self, request: bytes, context: grpc.ServicerContext) -> ExportLogsServiceResponse:
+        self._h.check_auth(context)
+        try:
+            batch = normalise_logs(parse_logs(request, _PROTOBUF), self._redact)
+        except DecodeError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        self._h.commit(batch, context)
+        if batch.invalid_feedback:
+            return ExportLogsServiceResponse(partial_success=ExportLogsPartialSuccess(
+                rejected_log_records=batch.invalid_feedback,
+                error_message="feedback records need chat.turn.id and chat.feedback.rating 'up' or 'down'"))
+        return ExportLogsServiceResponse()
+
+
+def _unary(method: Callable[[bytes, grpc.ServicerContext], Any]) -> grpc.RpcMethodHandler:
+    return grpc.unary_unary_rpc_method_handler(method, request_deserializer=_identity,
+                                               response_serializer=lambda m: m.SerializeToString())
+
+
+class GrpcReceiver:
+    """``start()`` binds ``host:port`` (0 → free port, see ``address``); ``shutdown()`` safe twice."""
+
+    def __init__(self, host: str, port: int, pipeline: Pipeline, *, prices: PriceTable, auth: BearerAuth,
+                 max_body_bytes: int, workers: int = 16, redact: Redact | None = None) -> None:
+        self._bind = (host, port)
+        self._handlers = _Handlers(pipeline, auth)
+        self._prices = prices
+        self._redact = redact
+        self._max = max_body_bytes
+        self._workers = workers
+        self._server: grpc.Server | None = None
+        self._address: tuple[str, int] | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._address is None:
+            raise RuntimeError("the gRPC receiver is not started")
+        return self._address
+
+    def start(self) -> None:
+        if self._server is not None:
+            return
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="otel-chatbot-grpc"),
+            options=[("grpc.max_receive_message_length", self._max),
+                     ("grpc.max_send_message_length", 4 * 1024 * 1024)],
+            # Waiting calls hold their request bytes: bound them (beyond: RESOURCE_EXHAUSTED).
+            maximum_concurrent_rpcs=self._workers * 4)
+        traces = TraceService(self._handlers, self._prices, self._redact)
+        logs = LogsService(self._handlers, self._redact)
+        server.add_generic_rpc_handlers((
+            grpc.method_handlers_generic_handler(_TRACE_SERVICE, {"Export": _unary(traces.Export)}),
+            grpc.method_handlers_generic_handler(_LOGS_SERVICE, {"Export": _unary(logs.Export)}),
+        ))
+        host, port = self._bind
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        bound = server.add_insecure_port(target)
+        if bound == 0:
+            raise OSError(f"cannot bind the gRPC receiver to {target}")
+        server.start()
+        self._server = server
+        self._address = (host, bound)
+
+    def stop_accepting(self, grace: float) -> Any:
+        """Refuse new calls now; in-flight ones get ``grace`` seconds. Returns a threading.Event."""
+        server = self._server
+        return None if server is None else server.stop(grace)
+
+    def shutdown(self, grace: float = 30.0) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop(grace).wait(grace + 5)

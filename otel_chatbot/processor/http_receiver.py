@@ -1,0 +1,329 @@
+"""OTLP/HTTP receiver and the small HTTP API (Starlette app served by uvicorn in its own thread).
+
+POST /v1/traces, /v1/logs (protobuf or JSON, optionally gzip/deflate), POST /v1/feedback,
+GET /healthz, GET /readyz. Answers 200 only after the pipeline committed the request's data.
+Errors follow the OTLP spec: a google.rpc.Status body in the request's encoding; 400/413/415 are
+permanent, 429/503 carry Retry-After so the Collector retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import uvicorn
+from google.rpc.status_pb2 import Status  # type: ignore[import-untyped]
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from otel_chatbot.processor.auth import BearerAuth
+from otel_chatbot.processor.decode import DecodeError, UnsupportedContentType, parse_logs, parse_traces
+from otel_chatbot.processor.model import FeedbackRow, NormalisedBatch
+from otel_chatbot.processor.normalise import normalise_logs, normalise_traces
+from otel_chatbot.processor.pipeline import Pipeline, Refused, Rejected, Unavailable
+from otel_chatbot.processor.pricing import PriceTable
+
+_log = logging.getLogger(__name__)
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_PROTOBUF_TYPES = frozenset({PROTOBUF, "application/protobuf", "application/vnd.google.protobuf"})
+_TRANSPORT = "http"
+# google.rpc.Code values carried in the Status body
+_INVALID_ARGUMENT, _RESOURCE_EXHAUSTED, _UNAUTHENTICATED, _UNAVAILABLE = 3, 8, 16, 14
+_MAX_TURN_ID = 256
+_MAX_COMMENT = 10_000
+
+ReadyCheck = Callable[[], tuple[bool, str]]
+TurnExists = Callable[[str], bool]
+Redact = Callable[[str], str]
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, code: int = _INVALID_ARGUMENT,
+                 retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+
+def _media(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def error_response(error: HttpError, content_type: str) -> Response:
+    """A google.rpc.Status body: protobuf for protobuf requests, JSON otherwise."""
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
+    message = str(error)
+    if _media(content_type) in _PROTOBUF_TYPES:
+        body = Status(code=error.code, message=message).SerializeToString()
+        return Response(body, error.status, headers, media_type=PROTOBUF)
+    return Response(orjson.dumps({"code": error.code, "message": message}), error.status, headers,
+                    media_type=JSON)
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """Gunzip/inflate ``body``, refusing (413) output beyond ``limit`` bytes: gzip bombs stay small."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise HttpError(415, f"unsupported Content-Encoding {encoding!r}: expected gzip, deflate or none")
+    wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
+    out: list[bytes] = []
+    size = 0
+    data = body
+    try:
+        while data:
+            inflater = zlib.decompressobj(wbits)
+            chunk = inflater.decompress(data, limit + 1 - size)
+            size += len(chunk)
+            out.append(chunk)
+            if size > limit or inflater.unconsumed_tail:
+                raise HttpError(413, f"decompressed body exceeds the limit of {limit} bytes",
+                                _RESOURCE_EXHAUSTED)
+            if not inflater.eof:
+                raise HttpError(400, f"{encoding} body is truncated")
+            data = inflater.unused_data  # concatenated gzip members
+    except zlib.error as exc:
+        raise HttpError(400, f"body is not valid {encoding}: {exc}") from None
+    return b"".join(out)
+
+
+class HttpReceiver:
+    """The HTTP server; ``start()`` returns once it is listening on ``address``."""
+
+    def __init__(self, host: str, port: int, pipeline: Pipeline, *, prices: PriceTable,
+                 auth: BearerAuth, max_body_bytes: int, ready_check: ReadyCheck,
+                 turn_exists: TurnExists, redact: Redact | None = None,
+                 graceful_timeout: float = 30.0) -> None:
+        self._bind = (host, port)
+        self._pipeline = pipeline
+        self._prices = prices
+        self._auth = auth
+        self._max = max_body_bytes
+        self._ready_check = ready_check
+        self._turn_exists = turn_exists
+        self._redact = redact
+        self._graceful_timeout = graceful_timeout
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._address: tuple[str, int] | None = None
+        self.app = Starlette(routes=[
+            Route("/v1/traces", self._traces, methods=["POST"]),
+            Route("/v1/logs", self._logs, methods=["POST"]),
+            Route("/v1/feedback", self._feedback, methods=["POST"]),
+            Route("/healthz", self._healthz, methods=["GET"]),
+            Route("/readyz", self._readyz, methods=["GET"]),
+        ])
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._address is None:
+            raise RuntimeError("the HTTP receiver is not started")
+        return self._address
+
+    def start(self) -> None:
+        if self._server is not None:
+            return
+        sock = bind_socket(*self._bind)
+        self._address = sock.getsockname()[:2]
+        config = uvicorn.Config(self.app, lifespan="off", log_level="warning", access_log=False,
+                                timeout_keep_alive=30, timeout_graceful_shutdown=int(self._graceful_timeout),
+                                backlog=1024, server_header=False)
+        server = uvicorn.Server(config)
+        self._server = server
+        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
+                                        name="otel-chatbot-http", daemon=True)
+        self._thread.start()
+        while not server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"the HTTP server on {self._bind[0]}:{self._bind[1]} failed to start")
+            time.sleep(0.005)
+
+    def stop_accepting(self) -> None:
+        """Begin a graceful stop: close the listener, let in-flight requests finish."""
+        if self._server is not None:
+            self._server.should_exit = True
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        server, self._server = self._server, None
+        thread, self._thread = self._thread, None
+        if server is None or thread is None:
+            return
+        server.should_exit = True
+        thread.join(timeout)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(5)
+
+    # --- auth and body ---------------------------------------------------------------------------
+    def _check_auth(self, request: Request) -> None:
+        if not self._auth.check(request.headers.get("authorization")):
+            raise HttpError(401, "missing or invalid bearer token (Authorization: Bearer <token>)",
+                            _UNAUTHENTICATED)
+
+    async def _body(self, request: Request) -> bytes:
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise HttpError(400, f"invalid Content-Length {length!r}")
+            if int(length) > self._max:
+                raise HttpError(413, f"body of {length} bytes exceeds the limit of {self._max} bytes",
+                                _RESOURCE_EXHAUSTED)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self._max:  # chunked uploads have no Content-Length: count while reading
+                raise HttpError(413, f"body exceeds the limit of {self._max} bytes", _RESOURCE_EXHAUSTED)
+            chunks.append(chunk)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return decompress(body, request.headers.get("content-encoding", ""), self._max)
+
+    async def _commit(self, batch: NormalisedBatch) -> None:
+        try:
+            future = self._pipeline.submit(batch, _TRANSPORT)
+            await asyncio.wrap_future(future)
+        except Refused as exc:
+            status = 503 if isinstance(exc, Unavailable) else 429
+            raise HttpError(status, str(exc), _UNAVAILABLE, exc.retry_after) from None
+        except Rejected as exc:
+            raise HttpError(400, str(exc)) from None
+
+    # --- OTLP ------------------------------------------------------------------------------------
+    async def _traces(self, request: Request) -> Response:
+        content_type = request.headers.get("content-type", "")
+        try:
+            self._check_auth(request)
+            body = await self._body(request)
+            try:
+                batch = normalise_traces(parse_traces(body, content_type), self._prices, self._redact)
+            except UnsupportedContentType as exc:
+                raise HttpError(415, str(exc)) from None
+            except DecodeError as exc:
+                raise HttpError(400, str(exc)) from None
+            await self._commit(batch)
+        except HttpError as exc:
+            return error_response(exc, content_type)
+        partial = None
+        if batch.invalid_feedback:
+            # The spans are stored; only their feedback rating was unusable: a warning, not a rejection.
+            partial = ExportTracePartialSuccess(
+                rejected_spans=0, error_message=f"{batch.invalid_feedback} feedback span(s) ignored: "
+                "chat.feedback.rating must be 'up' or 'down' and chat.turn.id must be set")
+        return _otlp_response(ExportTraceServiceResponse(partial_success=partial), content_type,
+                              "rejectedSpans", 0)
+
+    async def _logs(self, request: Request) -> Response:
+        content_type = request.headers.get("content-type", "")
+        try:
+            self._check_auth(request)
+            body = await self._body(request)
+            try:
+                batch = normalise_logs(parse_logs(body, content_type), self._redact)
+            except UnsupportedContentType as exc:
+                raise HttpError(415, str(exc)) from None
+            except DecodeError as exc:
+                raise HttpError(400, str(exc)) from None
+            await self._commit(batch)
+        except HttpError as exc:
+            return error_response(exc, content_type)
+        partial = None
+        if batch.invalid_feedback:
+            partial = ExportLogsPartialSuccess(
+                rejected_log_records=batch.invalid_feedback,
+                error_message="feedback records need chat.turn.id and chat.feedback.rating 'up' or 'down'")
+        return _otlp_response(ExportLogsServiceResponse(partial_success=partial), content_type,
+                              "rejectedLogRecords", batch.invalid_feedback)
+
+    # --- API -------------------------------------------------------------------------------------
+    async def _feedback(self, request: Request) -> Response:
+        try:
+            self._check_auth(request)
+            if _media(request.headers.get("content-type", JSON)) != JSON:
+                raise HttpError(415, "expected Content-Type application/json")
+            row = self._feedback_row(await self._body(request))
+            if not await asyncio.to_thread(self._turn_exists, row.turn_id):
+                raise HttpError(404, f"unknown turn_id {row.turn_id!r}")
+            await self._commit(NormalisedBatch(feedback=[row]))
+        except HttpError as exc:
+            return error_response(exc, JSON)
+        except Exception as exc:  # turn lookup failed: the database is down
+            _log.warning("feedback: turn lookup failed: %s", exc)
+            return error_response(HttpError(503, "database unavailable", _UNAVAILABLE, 5), JSON)
+        return Response(orjson.dumps({"turn_id": row.turn_id, "rating": row.rating, "stored": True}),
+                        200, media_type=JSON)
+
+    def _feedback_row(self, body: bytes) -> FeedbackRow:
+        try:
+            data: Any = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise HttpError(400, f"body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise HttpError(400, "body must be a JSON object {turn_id, rating, comment?}")
+        turn_id, rating, comment = data.get("turn_id"), data.get("rating"), data.get("comment")
+        if not isinstance(turn_id, str) or not turn_id.strip() or len(turn_id) > _MAX_TURN_ID:
+            raise HttpError(400, f"turn_id: expected a non-empty string of at most {_MAX_TURN_ID} characters")
+        if rating not in ("up", "down"):
+            raise HttpError(400, f"rating: expected 'up' or 'down', got {rating!r}")
+        if comment is not None and (not isinstance(comment, str) or len(comment) > _MAX_COMMENT):
+            raise HttpError(400, f"comment: expected a string of at most {_MAX_COMMENT} characters")
+        if comment is not None:
+            comment = comment.replace("\x00", "")
+            if self._redact is not None:
+                comment = self._redact(comment)
+        return FeedbackRow(turn_id.strip(), rating, comment or None, "api", time.time_ns())
+
+    async def _healthz(self, request: Request) -> Response:
+        return Response(b"ok\n", 200, media_type="text/plain")
+
+    async def _readyz(self, request: Request) -> Response:
+        ready, reason = await asyncio.to_thread(self._ready_check)
+        return Response((reason + "\n").encode(), 200 if ready else 503, media_type="text/plain")
+
+
+_EMPTY_JSON = b"{}"
+
+
+def _otlp_response(message: Any, content_type: str, rejected_key: str, rejected: int) -> Response:
+    if _media(content_type) in _PROTOBUF_TYPES:
+        return Response(message.SerializeToString(), 200, media_type=PROTOBUF)
+    if not message.HasField("partial_success"):
+        return Response(_EMPTY_JSON, 200, media_type=JSON)
+    partial = {rejected_key: rejected, "errorMessage": message.partial_success.error_message}
+    return Response(orjson.dumps({"partialSuccess": partial}), 200, media_type=JSON)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (port 0 → a free port); bind errors surface here, in start()."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock

@@ -1,0 +1,362 @@
+"""Every Prometheus metric the processor exposes, declared in this one module.
+
+Chat metrics are derived only from :class:`CommitResult` (what a write added for the first time), so a
+span is counted once however often the Collector retries its batch. Counting is per batch: a commit is
+folded into plain dicts first and applied under one lock, because per-observation calls into
+prometheus_client would cost more than the rest of the hot path. Counters live in this process only and
+reset on restart; the alert rules use ``rate()``/``increase()`` accordingly (docs/metrics.md).
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Final, cast
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from otel_chatbot.processor.model import CommitResult
+
+# Turn latency: 3.0 must stay a boundary, the latency SLO and the slow-turn alert read le="3.0".
+TURN_DURATION_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0, 120.0)
+# OpenTelemetry GenAI semantic conventions, gen_ai.client.token.usage / .operation.duration.
+GEN_AI_TOKEN_BUCKETS: Final = tuple(float(4**i) for i in range(14))  # 1, 4, 16 … 67108864
+GEN_AI_DURATION_BUCKETS: Final = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)
+EVALUATION_SCORE_BUCKETS: Final = tuple(float(i) for i in range(1, 11))  # judge scores are 0-10
+WRITE_DURATION_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+WRITE_BATCH_BUCKETS: Final = (1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000)
+
+OTHER: Final = "other"
+UNKNOWN: Final = "unknown"
+_MAX_LABEL_CHARS: Final = 128
+_ERROR_STATUS: Final = 2  # OTLP STATUS_CODE_ERROR
+
+Labels = tuple[str, ...]
+# prometheus_client formats bucket bounds this way (3.0 -> "3.0"); the rules match le exactly.
+_le_text = cast(Callable[[float], str], floatToGoString)
+
+
+class _LabelCap:
+    """Admits the first ``cap`` distinct values of one label; later ones fold into ``other``."""
+
+    __slots__ = ("cap", "seen")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.seen: set[str] = set()
+
+    def admit(self, value: str) -> bool:
+        if value in self.seen or value == OTHER:
+            return True
+        if len(self.seen) < self.cap:
+            self.seen.add(value)
+            return True
+        return False
+
+
+class _CounterFamily:
+    """A labelled counter whose samples are plain floats, updated by the owner under its lock."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.values: dict[Labels, float] = {}
+
+    def add(self, labels: Labels, amount: float) -> None:
+        self.values[labels] = self.values.get(labels, 0.0) + amount
+
+    def touch(self, labels: Labels) -> None:
+        # Exposing 0 before the first event lets rate()/increase() count that first event.
+        self.values.setdefault(labels, 0.0)
+
+    def metric(self, values: Iterable[tuple[Labels, float]]) -> Metric:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, value in values:
+            family.add_metric(list(labels), value)
+        return family
+
+
+class _HistogramFamily:
+    """A labelled histogram fed with pre-bucketed counts (one merge per label set per batch)."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
+                 buckets: Sequence[float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.bounds = tuple(float(b) for b in buckets)
+        self._les = [_le_text(b) for b in self.bounds] + ["+Inf"]
+        # per label set: [count in bucket 0 … count in +Inf bucket, sum]
+        self.values: dict[Labels, list[float]] = {}
+
+    def cell_of(self, values: Sequence[float], scale: float = 1.0) -> list[float]:
+        """Bucket counts and sum of ``values * scale`` (sorting once beats one bisect per value)."""
+        ordered = sorted(values)
+        cell: list[float] = []
+        below = 0
+        for bound in self.bounds:
+            upto = bisect_right(ordered, bound / scale)  # le is inclusive
+            cell.append(upto - below)
+            below = upto
+        cell.append(len(ordered) - below)
+        cell.append(sum(ordered) * scale)
+        return cell
+
+    def merge(self, labels: Labels, cell: list[float]) -> None:
+        mine = self.values.get(labels)
+        if mine is None:
+            self.values[labels] = list(cell)
+            return
+        for i, v in enumerate(cell):
+            mine[i] += v
+
+    def metric(self, values: Iterable[tuple[Labels, list[float]]]) -> Metric:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, cell in values:
+            cumulative = 0.0
+            buckets = []
+            for le, count in zip(self._les, cell[:-1], strict=True):
+                cumulative += count
+                buckets.append((le, cumulative))
+            family.add_metric(list(labels), buckets, cell[-1])
+        return family
+
+
+class _ChatCollector(Collector):
+    """Exposes the dict-backed families; a snapshot is taken under the owner's lock."""
+
+    def __init__(self, lock: threading.Lock,
+                 families: Sequence[_CounterFamily | _HistogramFamily]) -> None:
+        self._lock = lock
+        self._families = families
+
+    def describe(self) -> Iterator[Metric]:
+        for family in self._families:
+            yield family.metric(())
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            snapshot = [(f, [(k, list(v) if isinstance(v, list) else v) for k, v in f.values.items()])
+                        for f in self._families]
+        for family, values in snapshot:
+            yield family.metric(values)  # type: ignore[arg-type]
+
+
+def _clean(value: str | None) -> str:
+    if not value:
+        return UNKNOWN
+    return value if len(value) <= _MAX_LABEL_CHARS else value[:_MAX_LABEL_CHARS]
+
+
+class ProcessorMetrics:
+    """The chat metrics, the GenAI semantic-convention metrics and the processor's self-metrics.
+
+    ``label_cap`` bounds the distinct values of each label name (shared across metrics, so ``model``
+    folds the same way everywhere); values beyond it become ``other`` and are counted in
+    ``otel_chatbot_label_values_folded_total{label}``.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, label_cap: int = 50) -> None:
+        if label_cap < 1:
+            raise ValueError(f"label_cap: expected a positive integer, got {label_cap!r}")
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.label_cap = label_cap
+        self._lock = threading.Lock()
+        self._caps: dict[str, _LabelCap] = {}
+        self._folded: dict[str, int] = {}
+
+        turn = ("service", "source")
+        self.turns = _CounterFamily("chatbot_turns_total", "Chat turns committed.", turn)
+        self.errors = _CounterFamily("chatbot_errors_total", "Turns that ended in an error.", turn)
+        self.fallbacks = _CounterFamily(
+            "chatbot_fallbacks_total", "Turns answered with a fallback.", (*turn, "reason"))
+        self.hallucinations = _CounterFamily(
+            "chatbot_hallucinations_total", "Turns flagged as hallucinated.", turn)
+        self.injections = _CounterFamily(
+            "chatbot_prompt_injections_total", "Turns flagged as prompt injection.", turn)
+        self.blocked = _CounterFamily("chatbot_blocked_messages_total", "User messages blocked.", turn)
+        self.rate_limited = _CounterFamily(
+            "chatbot_rate_limited_total", "Turns refused by a rate limit.", turn)
+        self.sessions = _CounterFamily(
+            "chatbot_sessions_total", "Conversations seen for the first time.", turn)
+        self.feedback = _CounterFamily(
+            "chatbot_feedback_total", "Feedback events that changed a turn's rating.", ("service", "rating"))
+        self.tokens = _CounterFamily(
+            "chatbot_tokens_total", "LLM tokens used, by type input|output.", ("service", "type", "model"))
+        self.cost = _CounterFamily(
+            "chatbot_cost_usd_total", "Estimated LLM cost in USD.", ("service", "model"))
+        self.turn_duration = _HistogramFamily(
+            "chatbot_turn_duration_seconds", "Latency of a chat turn.", turn, TURN_DURATION_BUCKETS)
+        self.evaluation_score = _HistogramFamily(
+            "chatbot_evaluation_score", "LLM-judge scores (0-10) by dimension.", ("dimension",),
+            EVALUATION_SCORE_BUCKETS)
+        genai = ("gen_ai_request_model", "gen_ai_provider_name", "gen_ai_operation_name")
+        self.gen_ai_tokens = _HistogramFamily(
+            "gen_ai_client_token_usage", "Number of input and output tokens used (GenAI semconv).",
+            ("gen_ai_token_type", *genai), GEN_AI_TOKEN_BUCKETS)
+        self.gen_ai_duration = _HistogramFamily(
+            "gen_ai_client_operation_duration_seconds", "GenAI operation duration (GenAI semconv).",
+            (*genai, "error_type"), GEN_AI_DURATION_BUCKETS)
+        self.folded = _CounterFamily(
+            "otel_chatbot_label_values_folded_total",
+            "Observations whose label value was replaced by 'other' (cardinality cap).", ("label",))
+        self._flags = (self.errors, self.hallucinations, self.injections, self.blocked, self.rate_limited)
+        families: list[_CounterFamily | _HistogramFamily] = [
+            self.turns, *self._flags, self.fallbacks, self.sessions, self.feedback, self.tokens, self.cost,
+            self.turn_duration, self.evaluation_score, self.gen_ai_tokens, self.gen_ai_duration, self.folded,
+        ]
+        self.registry.register(_ChatCollector(self._lock, families))
+
+        r = self.registry
+        self._accepted = Counter("otel_chatbot_spans_accepted_total",
+                                 "Spans accepted (committed) by a receiver.", ["transport"], registry=r)
+        self._refused = Counter("otel_chatbot_spans_refused_total",
+                                "Spans refused, by transport and reason.", ["transport", "reason"],
+                                registry=r)
+        self._queue = Gauge("otel_chatbot_queue_spans", "Spans waiting for the writer.", registry=r)
+        self._write = Histogram("otel_chatbot_write_duration_seconds", "Duration of one database write.",
+                                buckets=WRITE_DURATION_BUCKETS, registry=r)
+        self._write_batch = Histogram("otel_chatbot_write_batch_spans", "Spans per database write.",
+                                      buckets=WRITE_BATCH_BUCKETS, registry=r)
+        self._db_errors = Counter("otel_chatbot_database_errors_total",
+                                  "Failed database writes or connections.", registry=r)
+        self._committed = Counter("otel_chatbot_spans_committed_total",
+                                  "Spans stored for the first time.", registry=r)
+        self._duplicates = Counter("otel_chatbot_spans_duplicate_total",
+                                   "Spans received again (Collector retries), not stored twice.", registry=r)
+
+    # --- label folding (caller holds the lock) ------------------------------------------------
+    def _fold(self, labelnames: Sequence[str], values: Labels, weight: int = 1) -> Labels:
+        out: list[str] = []
+        for name, value in zip(labelnames, values, strict=True):
+            cap = self._caps.get(name)
+            if cap is None:
+                cap = self._caps[name] = _LabelCap(self.label_cap)
+            if cap.admit(value):
+                out.append(value)
+            else:
+                out.append(OTHER)
+                self.folded.add((name,), weight)
+        return tuple(out)
+
+    # --- chat metrics ----------------------------------------------------------------------------
+    def observe_commit(self, result: CommitResult) -> None:
+        """Count what a write committed for the first time."""
+        # Group first by raw attribute values (one tuple and a few appends per item), then clean,
+        # fold and bucket once per group: per-value work in Python is what limits throughput.
+        turn_groups: dict[tuple[str, str | None], list[int]] = {}  # -> [turns, *flags]
+        turn_latency: dict[tuple[str, str | None], list[float]] = {}
+        fallback_groups: dict[tuple[str, str | None, str | None], int] = {}
+        for t in result.new_turns:
+            key = (t.service, t.source)
+            counts = turn_groups.get(key)
+            if counts is None:
+                counts = turn_groups[key] = [0, 0, 0, 0, 0, 0]
+                turn_latency[key] = []
+            counts[0] += 1
+            counts[1] += t.error
+            counts[2] += t.hallucinated
+            counts[3] += t.prompt_injection
+            counts[4] += t.blocked
+            counts[5] += t.rate_limited
+            if t.fallback:
+                fkey = (t.service, t.source, t.fallback_reason)
+                fallback_groups[fkey] = fallback_groups.get(fkey, 0) + 1
+            turn_latency[key].append(t.latency_s)
+
+        # (service, model, provider, operation, failed) -> (input, output, duration ns, cost)
+        llm_groups: dict[tuple[str, str | None, str | None, str | None, bool],
+                         tuple[list[int | None], list[int | None], list[int], list[float | None]]] = {}
+        for s in result.new_spans:
+            if s.input_tokens is None and s.output_tokens is None:
+                continue  # not an LLM span: the common case, keep it cheap
+            gkey = (s.service, s.model, s.provider, s.operation, s.status_code == _ERROR_STATUS)
+            group = llm_groups.get(gkey)
+            if group is None:
+                group = llm_groups[gkey] = ([], [], [], [])
+            group[0].append(s.input_tokens)
+            group[1].append(s.output_tokens)
+            group[2].append(s.end_ns - s.start_ns)
+            group[3].append(s.cost_usd)
+
+        feedback_groups: dict[tuple[str | None, str], int] = {}
+        for f in result.new_feedback:
+            fbkey = (f.service, f.rating)
+            feedback_groups[fbkey] = feedback_groups.get(fbkey, 0) + 1
+        session_groups: dict[tuple[str, str | None], int] = {}
+        for _session, service, source in result.new_sessions:
+            skey = (service, source)
+            session_groups[skey] = session_groups.get(skey, 0) + 1
+
+        td, gt, gd = self.turn_duration, self.gen_ai_tokens, self.gen_ai_duration
+        with self._lock:
+            for (service, source), counts in turn_groups.items():
+                n = counts[0]
+                labels = self._fold(self.turns.labelnames, (_clean(service), _clean(source)), n)
+                self.turns.add(labels, n)
+                for family, count in zip(self._flags, counts[1:], strict=True):
+                    if count:
+                        family.add(labels, count)
+                    else:
+                        family.touch(labels)
+                td.merge(labels, td.cell_of(turn_latency[(service, source)]))
+            for (service, source, reason), n in fallback_groups.items():
+                self.fallbacks.add(self._fold(
+                    self.fallbacks.labelnames, (_clean(service), _clean(source), _clean(reason)), n), n)
+            for (service, model, provider, operation, failed), group in llm_groups.items():
+                inputs = [v for v in group[0] if v is not None]
+                outputs = [v for v in group[1] if v is not None]
+                costs = [v for v in group[3] if v is not None]
+                spans = len(group[2])
+                svc, mdl = self._fold(self.cost.labelnames, (_clean(service), _clean(model)), spans)
+                self.tokens.add((svc, "input", mdl), sum(inputs))
+                self.tokens.add((svc, "output", mdl), sum(outputs))
+                if costs:
+                    self.cost.add((svc, mdl), sum(costs))
+                genai = self._fold(gd.labelnames[:3], (mdl, _clean(provider), _clean(operation)), spans)
+                if inputs:
+                    gt.merge(("input", *genai), gt.cell_of(inputs))
+                if outputs:
+                    gt.merge(("output", *genai), gt.cell_of(outputs))
+                gd.merge((*genai, "_OTHER" if failed else ""), gd.cell_of(group[2], scale=1e-9))
+            for (rated_service, rating), n in feedback_groups.items():
+                labels = (_clean(rated_service), _clean(rating))
+                self.feedback.add(self._fold(self.feedback.labelnames, labels, n), n)
+            for (service, source), n in session_groups.items():
+                labels = (_clean(service), _clean(source))
+                self.sessions.add(self._fold(self.sessions.labelnames, labels, n), n)
+        if result.new_spans:
+            self._committed.inc(len(result.new_spans))
+        if result.duplicate_spans:
+            self._duplicates.inc(result.duplicate_spans)
+
+    def observe_evaluation(self, dimension: str, score: float) -> None:
+        """One LLM-judge score (0-10) for ``dimension`` (accuracy, relevance, clarity, groundedness)."""
+        es = self.evaluation_score
+        cell = es.cell_of((score,))
+        with self._lock:
+            es.merge(self._fold(es.labelnames, (_clean(dimension),)), cell)
+
+    # --- processor self-metrics ------------------------------------------------------------------
+    def spans_accepted(self, n: int, transport: str) -> None:
+        self._accepted.labels(transport).inc(n)
+
+    def spans_refused(self, n: int, transport: str, reason: str) -> None:
+        self._refused.labels(transport, reason).inc(n)
+
+    def set_queue_depth(self, spans: int) -> None:
+        self._queue.set(spans)
+
+    def observe_write(self, seconds: float, spans: int) -> None:
+        self._write.observe(seconds)
+        self._write_batch.observe(spans)
+
+    def database_error(self) -> None:
+        self._db_errors.inc()

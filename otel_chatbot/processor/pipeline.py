@@ -1,0 +1,287 @@
+"""The ingest pipeline: decoded batches → a bounded queue → ONE writer thread → futures resolved after commit.
+
+Receivers decode in their own thread or event loop and ``submit()`` the batch; the writer thread
+takes every queued batch (up to ``write_batch_spans``) and commits them in one ``BatchWriter.write()``
+(group commit: one fsync for many requests), so decoding request N+1 overlaps committing N.
+Each submitter's future resolves only after its spans are committed.
+
+Refusals are immediate and retryable: ``QueueFull`` when the spans not yet committed would exceed
+``queue_max_spans`` (memory stays bounded), ``Unavailable`` while the database is down (the writer
+thread reconnects with backoff; ``ready`` is False meanwhile) or after ``close_intake()``.
+A batch the database refuses (``WriteRejected``) is retried alone so it fails only its own request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from typing import Protocol
+
+from otel_chatbot.processor.model import CommitResult, NormalisedBatch
+from otel_chatbot.store.writer import WriteRejected, WriteUnavailable
+
+_log = logging.getLogger(__name__)
+
+_BACKOFF_MIN_S = 0.1
+_BACKOFF_MAX_S = 5.0
+
+
+class Writer(Protocol):
+    def start(self) -> None: ...
+    def write(self, batch: NormalisedBatch) -> CommitResult: ...
+    def shutdown(self) -> None: ...
+
+
+class PipelineMetrics(Protocol):
+    def observe_commit(self, result: CommitResult) -> None: ...
+    def spans_accepted(self, n: int, transport: str) -> None: ...
+    def spans_refused(self, n: int, transport: str, reason: str) -> None: ...
+    def set_queue_depth(self, spans: int) -> None: ...
+    def observe_write(self, seconds: float, spans: int) -> None: ...
+    def database_error(self) -> None: ...
+
+
+class Refused(Exception):
+    """A retryable refusal; ``retry_after`` is the suggested wait in seconds, ``reason`` a metric label."""
+
+    reason = "unavailable"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QueueFull(Refused):
+    reason = "queue_full"
+
+
+class Unavailable(Refused):
+    reason = "database_unavailable"
+
+
+class Rejected(Exception):
+    """Permanent: the database refused the data of this batch."""
+
+
+class _Item:
+    __slots__ = ("batch", "future", "size", "transport")
+
+    def __init__(self, batch: NormalisedBatch, transport: str, size: int) -> None:
+        self.batch = batch
+        self.transport = transport
+        self.size = size
+        self.future: Future[CommitResult] = Future()
+
+
+class Pipeline:
+    """``submit(batch, transport) -> Future[CommitResult]``; one writer thread owns the BatchWriter."""
+
+    def __init__(self, writer: Writer, metrics: PipelineMetrics, *, queue_max_spans: int = 50_000,
+                 write_batch_spans: int = 8_192) -> None:
+        self._writer = writer
+        self._metrics = metrics
+        self._max = queue_max_spans
+        self._group_max = write_batch_spans
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[_Item] = deque()
+        self._pending = 0  # spans queued or being written (the bound of queue_max_spans)
+        self._intake_open = False
+        self._stopping = False
+        self._down_reason: str | None = "not started"
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect the writer (if the database is down, keep retrying in the background) and run."""
+        with self._cond:
+            if self._thread is not None:
+                return
+            self._stopping = False
+        try:
+            self._writer.start()
+            down: str | None = None
+        except WriteUnavailable as exc:
+            down = str(exc)
+            self._metrics.database_error()
+            _log.warning("database unavailable at start, retrying in the background: %s", exc)
+        with self._cond:
+            self._down_reason = down
+            self._intake_open = True
+            self._thread = threading.Thread(target=self._run, name="otel-chatbot-writer", daemon=True)
+            self._thread.start()
+
+    def close_intake(self) -> None:
+        """Refuse new batches (503) while what is queued still gets committed."""
+        with self._cond:
+            self._intake_open = False
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop intake, commit what is queued (up to ``timeout``), stop the writer. Safe twice."""
+        with self._cond:
+            self._intake_open = False
+            self._stopping = True
+            thread, self._thread = self._thread, None
+            self._cond.notify_all()
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                _log.error("writer did not drain within %.0f s; failing what is left", timeout)
+        self._fail_queued(Unavailable("the processor is shutting down", 1))
+        self._writer.shutdown()
+
+    # --- state -----------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self._down_reason is None and self._intake_open
+
+    @property
+    def down_reason(self) -> str | None:
+        """Why the database is considered unavailable (None when it is not)."""
+        return self._down_reason
+
+    @property
+    def pending_spans(self) -> int:
+        return self._pending
+
+    # --- intake ----------------------------------------------------------------------------------
+    def submit(self, batch: NormalisedBatch, transport: str) -> Future[CommitResult]:
+        """Queue ``batch``; raises QueueFull / Unavailable (retryable) instead of waiting for room."""
+        size = len(batch.spans) + len(batch.feedback)
+        item = _Item(batch, transport, size)
+        with self._cond:
+            refusal = self._refusal(size)
+            if refusal is None:
+                self._queue.append(item)
+                self._pending += size
+                pending = self._pending
+                self._cond.notify()
+        if refusal is not None:
+            self._metrics.spans_refused(len(batch.spans), transport, refusal.reason)
+            raise refusal
+        self._metrics.set_queue_depth(pending)
+        return item.future
+
+    def _refusal(self, size: int) -> Refused | None:
+        if not self._intake_open:
+            return Unavailable("the processor is shutting down" if self._stopping or self._thread is None
+                               else "the processor is not accepting data", 1)
+        if self._down_reason is not None:
+            return Unavailable(f"database unavailable: {self._down_reason}", 5)
+        # An oversized single batch is still taken when the queue is empty, so it cannot wait forever.
+        if self._pending and self._pending + size > self._max:
+            return QueueFull(f"ingest queue full ({self._pending} spans waiting, limit {self._max})", 1)
+        return None
+
+    # --- the writer thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = _BACKOFF_MIN_S
+        while True:
+            if self._down_reason is not None:
+                if self._stopping:
+                    return
+                if self._reconnect():
+                    backoff = _BACKOFF_MIN_S
+                else:
+                    with self._cond:
+                        self._cond.wait_for(lambda: self._stopping, backoff)
+                    backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                continue
+            group = self._take_group()
+            if group is None:
+                return
+            self._commit(group)
+
+    def _take_group(self) -> list[_Item] | None:
+        with self._cond:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            group = [self._queue.popleft()]
+            spans = group[0].size
+            while self._queue and spans + self._queue[0].size <= self._group_max:
+                item = self._queue.popleft()
+                spans += item.size
+                group.append(item)
+        return group
+
+    def _commit(self, group: list[_Item]) -> None:
+        if len(group) == 1:
+            batch = group[0].batch
+        else:
+            batch = NormalisedBatch()
+            for item in group:
+                batch.extend(item.batch)
+        started = time.perf_counter()
+        try:
+            result = self._writer.write(batch)
+        except WriteUnavailable as exc:
+            self._metrics.database_error()
+            _log.warning("database unavailable: %s", exc)
+            with self._cond:
+                self._down_reason = str(exc)
+            error = Unavailable(f"database unavailable: {exc}", 5)
+            self._resolve(group, None, error)
+            self._fail_queued(error)
+            return
+        except WriteRejected as exc:
+            self._metrics.database_error()
+            if len(group) > 1:
+                # Find the culprit: commit each request alone so the others still succeed.
+                for item in group:
+                    self._commit([item])
+                return
+            _log.warning("database rejected a batch: %s", exc)
+            self._resolve(group, None, Rejected(str(exc)))
+            return
+        except Exception as exc:  # a bug must fail the requests, not kill the writer thread
+            _log.exception("unexpected error while writing a batch")
+            self._resolve(group, None, Rejected(f"internal error: {exc}"))
+            return
+        self._metrics.observe_write(time.perf_counter() - started, len(batch.spans))
+        try:
+            self._metrics.observe_commit(result)
+        except Exception:
+            _log.exception("observe_commit failed")  # metrics must never fail a committed request
+        self._resolve(group, result, None)
+
+    def _resolve(self, group: list[_Item], result: CommitResult | None, error: Exception | None) -> None:
+        with self._cond:
+            self._pending -= sum(item.size for item in group)
+            pending = self._pending
+        self._metrics.set_queue_depth(pending)
+        accepted: dict[str, int] = {}
+        for item in group:
+            spans = len(item.batch.spans)
+            if error is None:
+                accepted[item.transport] = accepted.get(item.transport, 0) + spans
+                item.future.set_result(result)  # type: ignore[arg-type]  # not None without error
+            else:
+                reason = error.reason if isinstance(error, Refused) else "rejected"
+                self._metrics.spans_refused(spans, item.transport, reason)
+                item.future.set_exception(error)
+        for transport, n in accepted.items():
+            self._metrics.spans_accepted(n, transport)
+
+    def _fail_queued(self, error: Exception) -> None:
+        with self._cond:
+            items = list(self._queue)
+            self._queue.clear()
+        if items:
+            self._resolve(items, None, error)
+
+    def _reconnect(self) -> bool:
+        try:
+            self._writer.start()
+        except WriteUnavailable as exc:
+            self._metrics.database_error()
+            with self._cond:
+                self._down_reason = str(exc)
+            return False
+        _log.info("database reachable again")
+        with self._cond:
+            self._down_reason = None
+        return True

@@ -28,6 +28,7 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("max_body_bytes", "SIZE", "largest request body, compressed and decompressed (default 32MiB)"),
     ("queue_max_spans", "N", "spans accepted but not yet committed before refusing with 429 (default 50000)"),
     ("write_batch_spans", "N", "most spans committed in one database transaction (default 8192)"),
+    ("writers", "N", "database writer threads/connections committing in parallel (default 1)"),
     ("prices_file", "FILE", "JSON model price table overriding/extending the packaged one"),
     ("label_cap", "N", "distinct values per Prometheus label before folding into 'other' (default 50)"),
     ("grpc_workers", "N", "gRPC worker threads (default 16)"),

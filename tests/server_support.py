@@ -20,8 +20,12 @@ NOW_NS = time.time_ns()
 
 
 def make_processor(database_url: str | None, **settings: object) -> Processor:
-    flags: dict[str, object] = {"otlp_http": "127.0.0.1:0", "otlp_grpc": "127.0.0.1:0",
-                                "metrics": "127.0.0.1:0", "database_url": database_url}
+    flags: dict[str, object] = {
+        "otlp_http": "127.0.0.1:0",
+        "otlp_grpc": "127.0.0.1:0",
+        "metrics": "127.0.0.1:0",
+        "database_url": database_url,
+    }
     flags.update(settings)
     return Processor(load_config(flags, {}, None))
 
@@ -47,22 +51,41 @@ def _kv(key: str, value: str | int) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(string_value=value))
 
 
-def turn_request(count: int, *, session: str = "sess-1", service: str = "test-bot") -> tuple[bytes, list[str]]:
+def turn_request(
+    count: int, *, session: str = "sess-1", service: str = "test-bot"
+) -> tuple[bytes, list[str]]:
     """An OTLP protobuf body of ``count`` SDK turns (one span each); returns (body, trace ids hex)."""
     spans: list[Span] = []
     traces: list[str] = []
     for i in range(count):
         trace_id = os.urandom(16)
         traces.append(trace_id.hex())
-        spans.append(Span(
-            trace_id=trace_id, span_id=os.urandom(8), name="chat.turn", kind=Span.SPAN_KIND_SERVER,
-            start_time_unix_nano=NOW_NS + i, end_time_unix_nano=NOW_NS + i + 250_000_000,
-            attributes=[_kv("chat.turn.id", f"turn-{trace_id.hex()}"), _kv("session.id", session),
-                        _kv("input.value", f"question {i}"), _kv("output.value", f"answer {i}"),
-                        _kv("gen_ai.request.model", "gpt-4o-mini"), _kv("gen_ai.usage.input_tokens", 10),
-                        _kv("gen_ai.usage.output_tokens", 5)]))
-    request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(
-        resource={"attributes": [_kv("service.name", service)]}, scope_spans=[ScopeSpans(spans=spans)])])
+        spans.append(
+            Span(
+                trace_id=trace_id,
+                span_id=os.urandom(8),
+                name="chat.turn",
+                kind=Span.SPAN_KIND_SERVER,
+                start_time_unix_nano=NOW_NS + i,
+                end_time_unix_nano=NOW_NS + i + 250_000_000,
+                attributes=[
+                    _kv("chat.turn.id", f"turn-{trace_id.hex()}"),
+                    _kv("session.id", session),
+                    _kv("input.value", f"question {i}"),
+                    _kv("output.value", f"answer {i}"),
+                    _kv("gen_ai.request.model", "gpt-4o-mini"),
+                    _kv("gen_ai.usage.input_tokens", 10),
+                    _kv("gen_ai.usage.output_tokens", 5),
+                ],
+            )
+        )
+    request = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource={"attributes": [_kv("service.name", service)]}, scope_spans=[ScopeSpans(spans=spans)]
+            )
+        ]
+    )
     return request.SerializeToString(), traces
 
 
@@ -71,7 +94,9 @@ def count_spans(url: str, traces: Sequence[str] | None = None) -> int:
         if traces is None:
             row = conn.execute("SELECT count(*) FROM spans").fetchone()
         else:
-            row = conn.execute("SELECT count(*) FROM spans WHERE trace_id = ANY(%s)", (list(traces),)).fetchone()
+            row = conn.execute(
+                "SELECT count(*) FROM spans WHERE trace_id = ANY(%s)", (list(traces),)
+            ).fetchone()
     assert row is not None
     return int(row[0])
 

@@ -30,8 +30,13 @@ def test_every_command_has_help_with_examples(command: str, capsys: pytest.Captu
 
 
 def test_help_works_as_a_module() -> None:
-    result = subprocess.run([sys.executable, "-m", "otel_chatbot.cli", "--help"], capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "otel_chatbot.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0
     assert all(c in result.stdout for c in COMMANDS)
 
@@ -103,9 +108,23 @@ def test_stats_and_purge(database_url: str, capsys: pytest.CaptureFixture[str]) 
 
 
 def test_sigterm_drains_queued_data_and_exits_0(database_url: str) -> None:
-    cmd = [sys.executable, "-m", "otel_chatbot.cli", "serve", "--database-url", database_url,
-           "--otlp-http", "127.0.0.1:0", "--otlp-grpc", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "otel_chatbot.cli",
+        "serve",
+        "--database-url",
+        database_url,
+        "--otlp-http",
+        "127.0.0.1:0",
+        "--otlp-grpc",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ]
+    proc = subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     lines: queue.Queue[str] = queue.Queue()
     seen: list[str] = []
     assert proc.stderr is not None
@@ -118,19 +137,30 @@ def test_sigterm_drains_queued_data_and_exits_0(database_url: str) -> None:
         return next((m for m in (re.search(pattern, line) for line in seen) if m), None)
 
     try:
-        wait_until(lambda: saw(r"serving: OTLP/HTTP (http://\S+)") is not None or proc.poll() is not None,
-                   "the serve banner")
+        wait_until(
+            lambda: saw(r"serving: OTLP/HTTP (http://\S+)") is not None or proc.poll() is not None,
+            "the serve banner",
+        )
         banner = saw(r"serving: OTLP/HTTP (http://\S+) .* metrics (http://\S+)")
         assert banner is not None, seen
         api, metrics = banner.group(1), banner.group(2)
         body, traces = turn_request(3)
         status: list[int] = []
         with writer_blocked(database_url):
-            sender = threading.Thread(target=lambda: status.append(httpx.post(
-                f"{api}/v1/traces", content=body, headers={"Content-Type": "application/x-protobuf"},
-                timeout=120).status_code))
+            sender = threading.Thread(
+                target=lambda: status.append(
+                    httpx.post(
+                        f"{api}/v1/traces",
+                        content=body,
+                        headers={"Content-Type": "application/x-protobuf"},
+                        timeout=120,
+                    ).status_code
+                )
+            )
             sender.start()
-            wait_until(lambda: "otel_chatbot_queue_spans 3.0" in httpx.get(metrics).text, "the request to queue")
+            wait_until(
+                lambda: "otel_chatbot_queue_spans 3.0" in httpx.get(metrics).text, "the request to queue"
+            )
             proc.send_signal(signal.SIGTERM)
             wait_until(lambda: saw("received SIGTERM: draining") is not None, "the drain to begin")
         sender.join(120)

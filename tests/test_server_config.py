@@ -31,6 +31,7 @@ INVALID = {
     "malformed.yaml": "is not valid YAML",
     "malformed.toml": "is not valid TOML",
     "malformed.json": "is not valid JSON",
+    "too_many_writers.yaml": "writers: at most 16, got 64",
 }
 
 
@@ -55,7 +56,10 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OTEL_CHATBOT_DATA_DIR", raising=False)
     config = load_config({}, {}, None)
     assert (config.otlp_http, config.otlp_grpc, config.metrics) == (
-        "127.0.0.1:4318", "127.0.0.1:4317", "127.0.0.1:9464")
+        "127.0.0.1:4318",
+        "127.0.0.1:4317",
+        "127.0.0.1:9464",
+    )
     assert config.database_url is None and config.auth_token is None and config.migrate is True
     assert config.data_dir == Path("~/.local/share/otel-chatbot").expanduser()
     monkeypatch.setenv("OTEL_CHATBOT_DATA_DIR", str(tmp_path))
@@ -64,10 +68,14 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None:
     file = tmp_path / "c.yaml"
-    file.write_text("otlp_http: 127.0.0.1:1001\notlp_grpc: 127.0.0.1:1002\nmetrics: 127.0.0.1:1003\n"
-                    "queue-max-spans: 7\n")  # dashes are accepted in file keys
-    env = {"OTEL_CHATBOT_OTLP_GRPC": "127.0.0.1:2002", "OTEL_CHATBOT_METRICS": "127.0.0.1:2003",
-           "OTEL_CHATBOT_UNRELATED": "ignored"}
+    file.write_text(
+        "otlp_http: 127.0.0.1:1001\notlp_grpc: 127.0.0.1:1002\nmetrics: 127.0.0.1:1003\nqueue-max-spans: 7\n"
+    )  # dashes are accepted in file keys
+    env = {
+        "OTEL_CHATBOT_OTLP_GRPC": "127.0.0.1:2002",
+        "OTEL_CHATBOT_METRICS": "127.0.0.1:2003",
+        "OTEL_CHATBOT_UNRELATED": "ignored",
+    }
     flags = {"metrics": "127.0.0.1:3003", "otlp_http": None}  # None = flag not given
     config = load_config(flags, env, file)
     assert config.otlp_http == "127.0.0.1:1001"  # file
@@ -78,9 +86,15 @@ def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None
 
 
 def test_types_are_coerced_from_strings(tmp_path: Path) -> None:
-    env = {"OTEL_CHATBOT_REDACT": "yes", "OTEL_CHATBOT_MAX_BODY_BYTES": "2MiB", "OTEL_CHATBOT_MIGRATE": "off",
-           "OTEL_CHATBOT_DATA_DIR": str(tmp_path), "OTEL_CHATBOT_SHUTDOWN_TIMEOUT": "2.5",
-           "OTEL_CHATBOT_AUTH_TOKEN": "", "OTEL_CHATBOT_DATABASE_URL": "postgresql://u@h/db"}
+    env = {
+        "OTEL_CHATBOT_REDACT": "yes",
+        "OTEL_CHATBOT_MAX_BODY_BYTES": "2MiB",
+        "OTEL_CHATBOT_MIGRATE": "off",
+        "OTEL_CHATBOT_DATA_DIR": str(tmp_path),
+        "OTEL_CHATBOT_SHUTDOWN_TIMEOUT": "2.5",
+        "OTEL_CHATBOT_AUTH_TOKEN": "",
+        "OTEL_CHATBOT_DATABASE_URL": "postgresql://u@h/db",
+    }
     config = load_config({"label_cap": "9"}, env, None)
     assert config.redact is True and config.migrate is False
     assert config.max_body_bytes == 2 * 1024 * 1024 and config.label_cap == 9

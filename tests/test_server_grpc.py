@@ -44,10 +44,18 @@ def _spans(session: str) -> list[object]:
     provider = TracerProvider(resource=Resource.create({"service.name": "grpc-bot"}))
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("test")
-    with tracer.start_as_current_span("chat.turn", attributes={
-            "chat.turn.id": f"t-{uuid.uuid4().hex}", "session.id": session, "input.value": "hi",
-            "output.value": "hello", "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 7,
-            "gen_ai.usage.output_tokens": 3}):
+    with tracer.start_as_current_span(
+        "chat.turn",
+        attributes={
+            "chat.turn.id": f"t-{uuid.uuid4().hex}",
+            "session.id": session,
+            "input.value": "hi",
+            "output.value": "hello",
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.usage.input_tokens": 7,
+            "gen_ai.usage.output_tokens": 3,
+        },
+    ):
         pass
     provider.shutdown()
     return list(memory.get_finished_spans())
@@ -61,7 +69,8 @@ def test_real_grpc_exporter_rows_visible_when_export_returns(processor: Processo
     finally:
         exporter.shutdown()
     assert fetch(database_url, "SELECT session_id, service, input_tokens FROM chat_turns") == [
-        (session, "grpc-bot", 7)]
+        (session, "grpc-bot", 7)
+    ]
 
 
 def test_grpc_gzip_and_standard_stub(processor: Processor, database_url: str) -> None:
@@ -74,8 +83,11 @@ def test_grpc_gzip_and_standard_stub(processor: Processor, database_url: str) ->
 
 def test_grpc_garbage_is_invalid_argument(processor: Processor, database_url: str) -> None:
     with grpc.insecure_channel(_target(processor)) as channel:
-        call = channel.unary_unary(_EXPORT, request_serializer=lambda b: b,
-                                   response_deserializer=ExportTraceServiceResponse.FromString)
+        call = channel.unary_unary(
+            _EXPORT,
+            request_serializer=lambda b: b,
+            response_deserializer=ExportTraceServiceResponse.FromString,
+        )
         with pytest.raises(grpc.RpcError) as info:
             call(b"\xff\xff\xff garbage", timeout=30)
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
@@ -86,9 +98,8 @@ def test_grpc_garbage_is_invalid_argument(processor: Processor, database_url: st
 def test_grpc_oversized_message_is_resource_exhausted(processor: Processor) -> None:
     body, _ = turn_request(400)  # well above the 64 KiB limit
     assert len(body) > 64 * 1024
-    with grpc.insecure_channel(_target(processor)) as channel:
-        with pytest.raises(grpc.RpcError) as info:
-            TraceServiceStub(channel).Export(ExportTraceServiceRequest.FromString(body), timeout=30)
+    with grpc.insecure_channel(_target(processor)) as channel, pytest.raises(grpc.RpcError) as info:
+        TraceServiceStub(channel).Export(ExportTraceServiceRequest.FromString(body), timeout=30)
     assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
@@ -96,17 +107,30 @@ def test_grpc_logs_feedback(processor: Processor, database_url: str) -> None:
     body, traces = turn_request(1)
     with grpc.insecure_channel(_target(processor)) as channel:
         TraceServiceStub(channel).Export(ExportTraceServiceRequest.FromString(body), timeout=30)
-        record = LogRecord(time_unix_nano=1, attributes=[
-            KeyValue(key="chat.turn.id", value=AnyValue(string_value=f"turn-{traces[0]}")),
-            KeyValue(key="chat.feedback.rating", value=AnyValue(string_value="down"))])
-        bad = LogRecord(time_unix_nano=1, attributes=[
-            KeyValue(key="chat.turn.id", value=AnyValue(string_value="x")),
-            KeyValue(key="chat.feedback.rating", value=AnyValue(string_value="sideways"))])
-        response = LogsServiceStub(channel).Export(ExportLogsServiceRequest(resource_logs=[ResourceLogs(
-            scope_logs=[ScopeLogs(log_records=[record, bad])])]), timeout=30)
+        record = LogRecord(
+            time_unix_nano=1,
+            attributes=[
+                KeyValue(key="chat.turn.id", value=AnyValue(string_value=f"turn-{traces[0]}")),
+                KeyValue(key="chat.feedback.rating", value=AnyValue(string_value="down")),
+            ],
+        )
+        bad = LogRecord(
+            time_unix_nano=1,
+            attributes=[
+                KeyValue(key="chat.turn.id", value=AnyValue(string_value="x")),
+                KeyValue(key="chat.feedback.rating", value=AnyValue(string_value="sideways")),
+            ],
+        )
+        response = LogsServiceStub(channel).Export(
+            ExportLogsServiceRequest(
+                resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(log_records=[record, bad])])]
+            ),
+            timeout=30,
+        )
     assert response.partial_success.rejected_log_records == 1
     assert fetch(database_url, "SELECT turn_id, rating, origin FROM feedback") == [
-        (f"turn-{traces[0]}", "down", "log")]
+        (f"turn-{traces[0]}", "down", "log")
+    ]
 
 
 def test_grpc_auth(database_url: str) -> None:
@@ -118,10 +142,14 @@ def test_grpc_auth(database_url: str) -> None:
                 TraceServiceStub(channel).Export(request, timeout=30)
             assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
             with pytest.raises(grpc.RpcError) as info:
-                TraceServiceStub(channel).Export(request, timeout=30, metadata=[("authorization", "Bearer nope")])
+                TraceServiceStub(channel).Export(
+                    request, timeout=30, metadata=[("authorization", "Bearer nope")]
+                )
             assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
         assert count_spans(database_url) == 0
-        exporter = OTLPSpanExporter(endpoint=target, insecure=True, headers={"authorization": "Bearer grpc-token"})
+        exporter = OTLPSpanExporter(
+            endpoint=target, insecure=True, headers={"authorization": "Bearer grpc-token"}
+        )
         try:
             assert exporter.export(_spans("auth")) is SpanExportResult.SUCCESS  # type: ignore[arg-type]
         finally:

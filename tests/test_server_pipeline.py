@@ -131,8 +131,10 @@ def test_http_queue_full_is_429_with_retry_after_and_nothing_lost(database_url: 
             assert refused.status_code == 429
             assert int(refused.headers["Retry-After"]) >= 1
             grpc_host, grpc_port = proc.grpc_address
-            with grpc.insecure_channel(f"{grpc_host}:{grpc_port}") as channel, \
-                    pytest.raises(grpc.RpcError) as info:
+            with (
+                grpc.insecure_channel(f"{grpc_host}:{grpc_port}") as channel,
+                pytest.raises(grpc.RpcError) as info,
+            ):
                 TraceServiceStub(channel).Export(ExportTraceServiceRequest.FromString(body_c), timeout=30)
             assert info.value.code() is grpc.StatusCode.UNAVAILABLE
             trailers = dict(info.value.trailing_metadata())
@@ -186,7 +188,9 @@ def test_readyz_before_migration(fresh_database_url: str) -> None:
         assert httpx.post(f"{api}/v1/traces", content=body, headers=PROTOBUF).status_code == 503
 
         migrate(fresh_database_url)
-        wait_until(lambda: httpx.get(f"{api}/readyz", timeout=30).status_code == 200, "readiness after migrate")
+        wait_until(
+            lambda: httpx.get(f"{api}/readyz", timeout=30).status_code == 200, "readiness after migrate"
+        )
         assert httpx.post(f"{api}/v1/traces", content=body, headers=PROTOBUF).status_code == 200
         assert count_spans(fresh_database_url, traces) == 2
 
@@ -218,3 +222,23 @@ def test_processor_start_and_shutdown_are_safe_twice(database_url: str) -> None:
     proc.shutdown()
     with pytest.raises(httpx.ConnectError):
         httpx.get("http://{}:{}/healthz".format(*address))
+
+
+def test_two_writers_commit_everything_once(database_url: str) -> None:
+    requests = [turn_request(40) for _ in range(10)]
+    with running(database_url, writers=2) as proc:
+        url = f"{base_url(proc)}/v1/traces"
+        statuses: list[int] = []
+
+        def send(body: bytes) -> None:
+            for _ in range(2):  # every request twice: a retried batch must not duplicate
+                statuses.append(httpx.post(url, content=body, headers=PROTOBUF, timeout=120).status_code)
+
+        threads = [threading.Thread(target=send, args=(body,)) for body, _ in requests]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert statuses == [200] * 20
+    assert count_spans(database_url) == 400
+    assert fetch(database_url, "SELECT count(*), count(DISTINCT turn_id) FROM chat_turns") == [(400, 400)]

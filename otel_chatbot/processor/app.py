@@ -111,7 +111,8 @@ class Processor:
                 _log.info("applied migrations %s", applied)
         auth = BearerAuth(config.auth_token)
         redact = _redactor() if config.redact else None
-        self._pipeline = Pipeline(BatchWriter(self._url), self.metrics,
+        writers = [BatchWriter(self._url) for _ in range(config.writers)]
+        self._pipeline = Pipeline(writers, self.metrics,
                                   queue_max_spans=config.queue_max_spans,
                                   write_batch_spans=config.write_batch_spans)
         self._pipeline.start()

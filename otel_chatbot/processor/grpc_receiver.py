@@ -156,9 +156,10 @@ class GrpcReceiver:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="otel-chatbot-grpc"),
             options=[("grpc.max_receive_message_length", self._max),
-                     ("grpc.max_send_message_length", 4 * 1024 * 1024)],
-            # Waiting calls hold their request bytes: bound them (beyond: RESOURCE_EXHAUSTED).
-            maximum_concurrent_rpcs=self._workers * 4)
+                     ("grpc.max_send_message_length", 4 * 1024 * 1024)])
+        # No maximum_concurrent_rpcs: grpcio would answer RESOURCE_EXHAUSTED without RetryInfo, which
+        # the Collector treats as permanent (data loss). Concurrency is bounded by the clients' own
+        # exporters; the pipeline's queue bounds what is decoded and held.
         traces = TraceService(self._handlers, self._prices, self._redact)
         logs = LogsService(self._handlers, self._redact)
         server.add_generic_rpc_handlers((

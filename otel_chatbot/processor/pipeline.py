@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Protocol
 
@@ -77,11 +78,13 @@ class _Item:
 
 
 class Pipeline:
-    """``submit(batch, transport) -> Future[CommitResult]``; one writer thread owns the BatchWriter."""
+    """``submit(batch, transport) -> Future[CommitResult]``; each writer has its own thread."""
 
-    def __init__(self, writer: Writer, metrics: PipelineMetrics, *, queue_max_spans: int = 50_000,
-                 write_batch_spans: int = 8_192) -> None:
-        self._writer = writer
+    def __init__(self, writers: Writer | Sequence[Writer], metrics: PipelineMetrics, *,
+                 queue_max_spans: int = 50_000, write_batch_spans: int = 8_192) -> None:
+        self._writers: list[Writer] = list(writers) if isinstance(writers, Sequence) else [writers]
+        if not self._writers:
+            raise ValueError("writers: at least one writer is needed")
         self._metrics = metrics
         self._max = queue_max_spans
         self._group_max = write_batch_spans
@@ -91,27 +94,32 @@ class Pipeline:
         self._intake_open = False
         self._stopping = False
         self._down_reason: str | None = "not started"
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         """Connect the writer (if the database is down, keep retrying in the background) and run."""
         with self._cond:
-            if self._thread is not None:
+            if self._threads:
                 return
             self._stopping = False
-        try:
-            self._writer.start()
-            down: str | None = None
-        except WriteUnavailable as exc:
-            down = str(exc)
-            self._metrics.database_error()
-            _log.warning("database unavailable at start, retrying in the background: %s", exc)
+        down: str | None = None
+        for writer in self._writers:
+            try:
+                writer.start()
+            except WriteUnavailable as exc:
+                down = str(exc)
+                self._metrics.database_error()
+                _log.warning("database unavailable at start, retrying in the background: %s", exc)
+                break
         with self._cond:
             self._down_reason = down
             self._intake_open = True
-            self._thread = threading.Thread(target=self._run, name="otel-chatbot-writer", daemon=True)
-            self._thread.start()
+            self._threads = [threading.Thread(target=self._run, args=(writer,), daemon=True,
+                                              name=f"otel-chatbot-writer-{i}")
+                             for i, writer in enumerate(self._writers)]
+            for thread in self._threads:
+                thread.start()
 
     def close_intake(self) -> None:
         """Refuse new batches (503) while what is queued still gets committed."""
@@ -123,14 +131,16 @@ class Pipeline:
         with self._cond:
             self._intake_open = False
             self._stopping = True
-            thread, self._thread = self._thread, None
+            threads, self._threads = self._threads, []
             self._cond.notify_all()
-        if thread is not None:
-            thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 _log.error("writer did not drain within %.0f s; failing what is left", timeout)
         self._fail_queued(Unavailable("the processor is shutting down", 1))
-        self._writer.shutdown()
+        for writer in self._writers:
+            writer.shutdown()
 
     # --- state -----------------------------------------------------------------------------------
     @property
@@ -149,6 +159,11 @@ class Pipeline:
     # --- intake ----------------------------------------------------------------------------------
     def submit(self, batch: NormalisedBatch, transport: str) -> Future[CommitResult]:
         """Queue ``batch``; raises QueueFull / Unavailable (retryable) instead of waiting for room."""
+        if not batch.spans and not batch.feedback and not batch.turns:
+            # Nothing to store (e.g. ordinary log lines on /v1/logs): no transaction for it.
+            done: Future[CommitResult] = Future()
+            done.set_result(CommitResult())
+            return done
         size = len(batch.spans) + len(batch.feedback)
         item = _Item(batch, transport, size)
         with self._cond:
@@ -166,7 +181,7 @@ class Pipeline:
 
     def _refusal(self, size: int) -> Refused | None:
         if not self._intake_open:
-            return Unavailable("the processor is shutting down" if self._stopping or self._thread is None
+            return Unavailable("the processor is shutting down" if self._stopping or not self._threads
                                else "the processor is not accepting data", 1)
         if self._down_reason is not None:
             return Unavailable(f"database unavailable: {self._down_reason}", 5)
@@ -176,13 +191,13 @@ class Pipeline:
         return None
 
     # --- the writer thread -----------------------------------------------------------------------
-    def _run(self) -> None:
+    def _run(self, writer: Writer) -> None:
         backoff = _BACKOFF_MIN_S
         while True:
             if self._down_reason is not None:
                 if self._stopping:
                     return
-                if self._reconnect():
+                if self._reconnect(writer):
                     backoff = _BACKOFF_MIN_S
                 else:
                     with self._cond:
@@ -192,7 +207,7 @@ class Pipeline:
             group = self._take_group()
             if group is None:
                 return
-            self._commit(group)
+            self._commit(group, writer)
 
     def _take_group(self) -> list[_Item] | None:
         with self._cond:
@@ -208,7 +223,7 @@ class Pipeline:
                 group.append(item)
         return group
 
-    def _commit(self, group: list[_Item]) -> None:
+    def _commit(self, group: list[_Item], writer: Writer) -> None:
         if len(group) == 1:
             batch = group[0].batch
         else:
@@ -217,7 +232,7 @@ class Pipeline:
                 batch.extend(item.batch)
         started = time.perf_counter()
         try:
-            result = self._writer.write(batch)
+            result = writer.write(batch)
         except WriteUnavailable as exc:
             self._metrics.database_error()
             _log.warning("database unavailable: %s", exc)
@@ -232,7 +247,7 @@ class Pipeline:
             if len(group) > 1:
                 # Find the culprit: commit each request alone so the others still succeed.
                 for item in group:
-                    self._commit([item])
+                    self._commit([item], writer)
                 return
             _log.warning("database rejected a batch: %s", exc)
             self._resolve(group, None, Rejected(str(exc)))
@@ -273,9 +288,9 @@ class Pipeline:
         if items:
             self._resolve(items, None, error)
 
-    def _reconnect(self) -> bool:
+    def _reconnect(self, writer: Writer) -> bool:
         try:
-            self._writer.start()
+            writer.start()
         except WriteUnavailable as exc:
             self._metrics.database_error()
             with self._cond:

@@ -71,7 +71,6 @@ def test_run_demo_rejects_bad_arguments_before_starting(tmp_path: Path, kwargs: 
 
 @pytest.mark.slow
 def test_run_demo_once_stores_what_it_simulated(database_url: str) -> None:
-    pytest.importorskip("otel_chatbot.processor.app", reason="the processor app is not built yet")
     out = io.StringIO()
     config = ProcessorConfig(otlp_http="127.0.0.1:0", otlp_grpc="127.0.0.1:0", metrics="127.0.0.1:0",
                              database_url=database_url, migrate=False)

@@ -8,10 +8,10 @@ import psycopg
 import pytest
 
 import otel_chatbot
+from otel_chatbot.processor import app
 from otel_chatbot.processor.config import ProcessorConfig
 
 pytestmark = pytest.mark.slow
-app = pytest.importorskip("otel_chatbot.processor.app", reason="the processor app is not built yet")
 
 
 @pytest.fixture

@@ -858,8 +858,12 @@ def _message_content(message: Any) -> str | None:
         return message or None
     if not isinstance(message, dict):
         return None
-    if isinstance(message.get("kwargs"), dict):
-        message = message["kwargs"]
+    # LangChain serialises messages as {"lc": 1, "kwargs": {...}} (dumpd) or {"type": "ai", "data": {...}}
+    # (messages_to_dict): the content sits one level down in both.
+    for wrapper in ("kwargs", "data"):
+        if isinstance(message.get(wrapper), dict):
+            message = message[wrapper]
+            break
     for key in ("content", "parts", "text"):
         if key in message:
             text = _content_text(message[key])

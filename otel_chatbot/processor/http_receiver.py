@@ -211,18 +211,30 @@ class HttpReceiver:
             raise HttpError(400, str(exc)) from None
 
     # --- OTLP ------------------------------------------------------------------------------------
+    async def _receive(self, request: Request, content_type: str,
+                       decode: Callable[[bytes, str], NormalisedBatch]) -> NormalisedBatch:
+        """Auth, bounded body, decode (415/400 on bad input), then wait for the commit."""
+        self._check_auth(request)
+        body = await self._body(request)
+        try:
+            batch = decode(body, content_type)
+        except UnsupportedContentType as exc:
+            raise HttpError(415, str(exc)) from None
+        except DecodeError as exc:
+            raise HttpError(400, str(exc)) from None
+        await self._commit(batch)
+        return batch
+
+    def _decode_traces(self, body: bytes, content_type: str) -> NormalisedBatch:
+        return normalise_traces(parse_traces(body, content_type), self._prices, self._redact)
+
+    def _decode_logs(self, body: bytes, content_type: str) -> NormalisedBatch:
+        return normalise_logs(parse_logs(body, content_type), self._redact)
+
     async def _traces(self, request: Request) -> Response:
         content_type = request.headers.get("content-type", "")
         try:
-            self._check_auth(request)
-            body = await self._body(request)
-            try:
-                batch = normalise_traces(parse_traces(body, content_type), self._prices, self._redact)
-            except UnsupportedContentType as exc:
-                raise HttpError(415, str(exc)) from None
-            except DecodeError as exc:
-                raise HttpError(400, str(exc)) from None
-            await self._commit(batch)
+            batch = await self._receive(request, content_type, self._decode_traces)
         except HttpError as exc:
             return error_response(exc, content_type)
         partial = None
@@ -237,15 +249,7 @@ class HttpReceiver:
     async def _logs(self, request: Request) -> Response:
         content_type = request.headers.get("content-type", "")
         try:
-            self._check_auth(request)
-            body = await self._body(request)
-            try:
-                batch = normalise_logs(parse_logs(body, content_type), self._redact)
-            except UnsupportedContentType as exc:
-                raise HttpError(415, str(exc)) from None
-            except DecodeError as exc:
-                raise HttpError(400, str(exc)) from None
-            await self._commit(batch)
+            batch = await self._receive(request, content_type, self._decode_logs)
         except HttpError as exc:
             return error_response(exc, content_type)
         partial = None

@@ -1,17 +1,17 @@
-"""The set-based statements one write() runs after COPYing a batch into the staging tables.
+"""The set-based statements of BatchWriter.write(), in the order it sends them.
 
 Staging tables are per-connection TEMP tables (ON COMMIT DELETE ROWS: emptied in place at commit,
-no catalog churn). Statements run in this order inside the write transaction, after the advisory
-locks on the touched trace/turn ids, so a later statement sees the effects of the earlier ones and
-two writers never merge the same trace at once.
+no catalog churn), used only on the rare paths (a retried batch's spans, turns to merge). Small inputs
+(usage deltas, feedback, sessions) arrive as one json parameter. Everything runs inside the write
+transaction after the advisory locks on the touched trace/turn ids, so a later statement sees the
+effects of the earlier ones and two writers never merge the same trace at once.
 """
 
 from __future__ import annotations
 
-from otel_chatbot.store.copyrows import FEEDBACK_COLUMNS, SPAN_COLUMNS, TURN_COLUMNS
+from otel_chatbot.store.copyrows import FEEDBACK_COLUMNS, SPAN_COLUMNS, TURN_COLUMNS, USAGE_COLUMNS
 
 TURN_STAGE = "_otel_chatbot_turn_in"
-FEEDBACK_STAGE = "_otel_chatbot_feedback_in"
 SPAN_STAGE = "_otel_chatbot_span_in"
 
 CREATE_STAGING = f"""
@@ -22,13 +22,11 @@ CREATE TEMP TABLE IF NOT EXISTS {TURN_STAGE} (
     bot_response text, model text, fallback bool, fallback_reason text, hallucinated bool,
     hallucination_source text, prompt_injection bool, blocked bool, rate_limited bool, error bool
 ) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS {FEEDBACK_STAGE} (
-    turn_id text, rating text, comment text, origin text, given_at timestamptz, service text
-) ON COMMIT DELETE ROWS;
+
 -- Temp tables are never auto-analysed; analysed once while empty, the planner sizes them from their
 -- actual page count at each batch instead of guessing ~1000s of rows (which chose hash joins with
 -- sequential scans of whole partitions).
-ANALYZE {SPAN_STAGE}, {TURN_STAGE}, {FEEDBACK_STAGE};
+ANALYZE {SPAN_STAGE}, {TURN_STAGE};
 """
 
 # Session settings of the writer connection: every statement it runs is a batch of index probes
@@ -49,19 +47,52 @@ LOCK_IDS = "SELECT count(pg_advisory_xact_lock(%s, k)) FROM unnest(%s::int4[]) A
 
 _TURN_COLS = ", ".join(TURN_COLUMNS)
 
-# Tokens, cost and model of a turn: sums over all the LLM spans stored for its trace (whatever batch
-# brought them; this batch's spans are already in). Model: the latest LLM span's, else the turn's own.
-# A LATERAL probe per turn keeps it on the (trace_id, …) primary key of each partition.
-_USAGE = """CROSS JOIN LATERAL (
-    SELECT COALESCE(sum(s.input_tokens), 0) AS input_tokens,
-           COALESCE(sum(s.output_tokens), 0) AS output_tokens,
-           COALESCE(sum(s.cost_usd), 0) AS cost_usd, count(*) AS llm_spans,
-           (array_agg(s.model ORDER BY s.start_time DESC) FILTER (WHERE s.model IS NOT NULL))[1] AS model
-    FROM spans s
-    WHERE s.trace_id = {alias}.trace_id
-      AND (s.input_tokens IS NOT NULL OR s.output_tokens IS NOT NULL OR s.cost_usd IS NOT NULL)
-) u"""
+# Small per-batch inputs (usage deltas, feedback events, sessions) travel as ONE json parameter of a
+# pipelined statement rather than a COPY into a staging table: a COPY is a round trip of its own.
+# json_to_recordset parses each object once (e->>N on json would parse the element again per field).
+# Times are Unix microseconds (exact as JSON integers).
+_US = "(timestamptz 'epoch' + ({}) * interval '1 microsecond')"
+
+# What this batch's new LLM spans add to their traces: json [{t: trace_id, i: input_tokens, o:
+# output_tokens, c: cost_usd, n: llm_spans, m: model, ma: model_at_us, la: last_span_at_us}, …] sorted
+# by trace id. Latest model wins by the start of the span that named it. Returns the new totals.
+_NEWER_MODEL = "excluded.model IS NOT NULL AND (u.model_at IS NULL OR excluded.model_at > u.model_at)"
+UPSERT_USAGE = f"""
+INSERT INTO trace_usage AS u ({", ".join(USAGE_COLUMNS)})
+SELECT t, i, o, c, n, m, {_US.format("ma")}, {_US.format("la")}
+FROM json_to_recordset(%s::json)
+     AS e(t text, i bigint, o bigint, c float8, n int, m text, ma bigint, la bigint)
+ON CONFLICT (trace_id) DO UPDATE
+SET input_tokens = u.input_tokens + excluded.input_tokens,
+    output_tokens = u.output_tokens + excluded.output_tokens,
+    cost_usd = u.cost_usd + excluded.cost_usd, llm_spans = u.llm_spans + excluded.llm_spans,
+    model = CASE WHEN {_NEWER_MODEL} THEN excluded.model ELSE u.model END,
+    model_at = CASE WHEN {_NEWER_MODEL} THEN excluded.model_at ELSE u.model_at END,
+    last_span_at = GREATEST(u.last_span_at, excluded.last_span_at)
+RETURNING u.trace_id, u.input_tokens, u.output_tokens, u.cost_usd, u.model"""
+
+# The turns already stored for the traces of this batch's turns (usually none: a new trace): one index
+# probe per trace and partition, forced by LATERAL … OFFSET 0 (a plain join or "= ANY(array)" gets
+# planned as a scan of a whole young partition, whose trace_id statistics are not gathered yet).
+# started_us is exact (extract(epoch) is numeric). Then the usage of the turn traces that got no new
+# LLM span in this batch (the others' totals come back from UPSERT_USAGE).
+PROBE_TURNS = """
+SELECT k.trace_id, c.turn_id, (extract(epoch FROM c.started_at) * 1000000)::bigint, c.auto
+FROM unnest(%s::text[]) AS k(trace_id)
+CROSS JOIN LATERAL (
+    SELECT turn_id, started_at, auto FROM chat_turns WHERE trace_id = k.trace_id OFFSET 0
+) c"""
+USAGE_OF_TRACES = """
+SELECT trace_id, input_tokens, output_tokens, cost_usd, model FROM trace_usage
+WHERE trace_id = ANY(%s::text[])"""
+# Auto turns displaced by a new SDK turn of their trace.
+DELETE_AUTO_TURNS = "DELETE FROM chat_turns WHERE auto AND trace_id = ANY(%s::text[])"
+
+# Tokens, cost and model of a turn: its trace's row of trace_usage (already updated with this batch's
+# spans), one primary-key probe; no row → no LLM span yet. Model: the latest LLM span's, else the turn's.
+_USAGE = "LEFT JOIN trace_usage u ON u.trace_id = {alias}.trace_id"
 _USAGE_COLS = ("input_tokens", "output_tokens", "cost_usd")
+_USAGE_VALUES = ", ".join(f"COALESCE(u.{c}, 0)" for c in _USAGE_COLS)
 
 # SDK turns are inserted as they are, with their usage (a retry conflicts and is skipped); auto
 # turns of their traces go.
@@ -69,7 +100,7 @@ _SDK_VALUES = ", ".join("COALESCE(u.model, n.model)" if c == "model" else f"n.{c
 INSERT_SDK_TURNS = f"""
 WITH ins AS (
     INSERT INTO chat_turns ({_TURN_COLS}, {", ".join(_USAGE_COLS)})
-    SELECT {_SDK_VALUES}, {", ".join(f"u.{c}" for c in _USAGE_COLS)}
+    SELECT {_SDK_VALUES}, {_USAGE_VALUES}
     FROM {TURN_STAGE} n {_USAGE.format(alias="n")}
     WHERE NOT n.auto ORDER BY n.turn_id
     ON CONFLICT (turn_id, started_at) DO NOTHING
@@ -114,15 +145,15 @@ WITH n AS MATERIALIZED (
     UPDATE chat_turns e
     SET {", ".join(_SET_MERGED)},
         model = COALESCE(u.model, {_MERGE_EXPR[_MERGED.index("model")]}),
-        {", ".join(f"{c} = u.{c}" for c in _USAGE_COLS)}
+        {", ".join(f"{c} = COALESCE(u.{c}, 0)" for c in _USAGE_COLS)}
     FROM stored JOIN n ON n.trace_id = stored.trace_id {_USAGE.format(alias="n")}
     WHERE stored.auto AND e.turn_id = stored.turn_id AND e.started_at = stored.started_at
       AND ({", ".join(f"e.{f}" for f in _MERGED)}, {", ".join(f"e.{c}" for c in _USAGE_COLS)})
-          IS DISTINCT FROM ({", ".join(_MERGED_WITH_USAGE)}, {", ".join(f"u.{c}" for c in _USAGE_COLS)})
+          IS DISTINCT FROM ({", ".join(_MERGED_WITH_USAGE)}, {_USAGE_VALUES})
 )
 INSERT INTO chat_turns ({", ".join(_AUTO_INSERT)}, model, {", ".join(_USAGE_COLS)})
 SELECT {", ".join("true" if c == "auto" else f"n.{c}" for c in _AUTO_INSERT)},
-       COALESCE(u.model, n.model), {", ".join(f"u.{c}" for c in _USAGE_COLS)}
+       COALESCE(u.model, n.model), {_USAGE_VALUES}
 FROM stored JOIN n ON n.trace_id = stored.trace_id {_USAGE.format(alias="n")}
 WHERE stored.turn_id IS NULL
 ORDER BY n.trace_id
@@ -131,21 +162,26 @@ RETURNING turn_id"""
 
 # Turns stored by earlier batches whose traces got new LLM spans in this one (the turns written by
 # this batch already carry their usage).
-UPDATE_TOKEN_SUMS = f"""
+UPDATE_TOKEN_SUMS = """
 UPDATE chat_turns t
 SET input_tokens = u.input_tokens, output_tokens = u.output_tokens, cost_usd = u.cost_usd,
     model = COALESCE(u.model, t.model)
-FROM (SELECT DISTINCT unnest(%s::text[]) AS trace_id) tr {_USAGE.format(alias="tr")}
-WHERE t.trace_id = tr.trace_id AND u.llm_spans > 0
+FROM trace_usage u
+WHERE u.trace_id = ANY(%s::text[]) AND t.trace_id = u.trace_id
   AND (t.input_tokens, t.output_tokens, t.cost_usd, t.model)
       IS DISTINCT FROM (u.input_tokens, u.output_tokens, u.cost_usd, COALESCE(u.model, t.model))"""
 
 _FB_COLS = ", ".join(FEEDBACK_COLUMNS)
-# Latest given_at wins per turn; the result lists the turns whose stored rating changed (a new
+# Feedback events: json [{turn_id, rating, comment, origin, given_us, service}, …]. Latest given_at
+# wins per turn; the result lists the turns whose stored rating changed (a new
 # rating, or a newer event with the other rating), which is what the feedback counter counts.
 UPSERT_FEEDBACK = f"""
 WITH incoming AS (
-    SELECT DISTINCT ON (turn_id) {_FB_COLS} FROM {FEEDBACK_STAGE} ORDER BY turn_id, given_at DESC
+    SELECT DISTINCT ON (turn_id) turn_id, rating, comment, origin, {_US.format("given_us")} AS given_at,
+           service
+    FROM json_to_recordset(%s::json)
+         AS e(turn_id text, rating text, comment text, origin text, given_us bigint, service text)
+    ORDER BY turn_id, given_at DESC
 ), prior AS (
     SELECT f.turn_id, f.rating FROM feedback f JOIN incoming USING (turn_id)
 ), upserted AS (
@@ -158,14 +194,14 @@ WITH incoming AS (
 )
 SELECT u.turn_id FROM upserted u LEFT JOIN prior p USING (turn_id) WHERE p.rating IS DISTINCT FROM u.rating"""
 
-# First sight of a (session, service); an earlier turn arriving later moves first_seen back and a
-# known source fills a missing one. (xmax = 0) is true only for rows this statement inserted.
+# First sight of a (session, service): json [{session_id, service, source, first_us}, …], one per
+# key (the writer aggregates the batch's turns: earliest start, the earliest known source), sorted. An
+# earlier turn arriving later moves first_seen back and a known source fills a missing one.
+# (xmax = 0) is true only for rows this statement inserted.
 UPSERT_SESSIONS = f"""
 INSERT INTO sessions AS s (session_id, service, source, first_seen)
-SELECT session_id, service, (array_agg(source ORDER BY started_at) FILTER (WHERE source IS NOT NULL))[1],
-       min(started_at)
-FROM {TURN_STAGE} WHERE session_id IS NOT NULL
-GROUP BY session_id, service ORDER BY session_id, service
+SELECT session_id, service, source, {_US.format("first_us")}
+FROM json_to_recordset(%s::json) AS e(session_id text, service text, source text, first_us bigint)
 ON CONFLICT (session_id, service) DO UPDATE
 SET first_seen = LEAST(s.first_seen, excluded.first_seen), source = COALESCE(s.source, excluded.source)
 WHERE excluded.first_seen < s.first_seen OR (s.source IS NULL AND excluded.source IS NOT NULL)

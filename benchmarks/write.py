@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 import psycopg
+from ceiling import stored_span_chunks
 from psycopg import sql
 
 from otel_chatbot.processor.model import FeedbackRow, NormalisedBatch, SpanRow, TurnRow
@@ -137,15 +138,7 @@ def copy_ceiling(url: str, batch_size: int) -> Run:
     """COPY the stored span rows, pre-built as COPY text, into a plain table (no keys, no partitions)
     in commits of batch_size rows."""
     with psycopg.connect(url) as conn:
-        conn.execute("CREATE TABLE ceiling_spans (LIKE spans INCLUDING DEFAULTS)")
-        conn.commit()
-        buffer = bytearray()
-        with conn.cursor().copy("COPY (SELECT * FROM spans) TO STDOUT") as copy:
-            for data in copy:
-                buffer += data
-        conn.commit()
-        lines = bytes(buffer).splitlines(keepends=True)
-        chunks = [b"".join(lines[i:i + batch_size]) for i in range(0, len(lines), batch_size)]
+        chunks = stored_span_chunks(conn, batch_size)
         pids = [conn.info.backend_pid]
         server_cpu, client_cpu = _backend_cpu(pids), time.process_time()
         started = time.perf_counter()
@@ -154,7 +147,8 @@ def copy_ceiling(url: str, batch_size: int) -> Run:
                 copy.write(chunk)
             conn.commit()
         elapsed = time.perf_counter() - started
-        run = Run(elapsed, time.process_time() - client_cpu, _backend_cpu(pids) - server_cpu, len(lines))
+        copied = sum(chunk.count(b"\n") for chunk in chunks)
+        run = Run(elapsed, time.process_time() - client_cpu, _backend_cpu(pids) - server_cpu, copied)
         conn.execute("DROP TABLE ceiling_spans")
         conn.commit()
     return run

@@ -16,6 +16,7 @@ from psycopg import sql
 
 from otel_chatbot.store.embedded import EmbeddedPostgres, ensure_private_runtime_dir
 from otel_chatbot.store.migrate import migrate
+from otel_chatbot.store.writer import BatchWriter
 
 _TEMPLATE_DB = "otel_chatbot_template"
 
@@ -89,3 +90,12 @@ def database_url(pg_admin_url: str, _migrated_template: str) -> Iterator[str]:
         yield database_url_for(pg_admin_url, name)
     finally:
         _drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def writer(database_url: str) -> Iterator[BatchWriter]:
+    """A started BatchWriter on a fresh migrated database."""
+    w = BatchWriter(database_url)
+    w.start()
+    yield w
+    w.shutdown()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Any
+
+import psycopg
 
 from otel_chatbot.processor.model import FeedbackRow, SpanRow, TurnRow
 
@@ -54,3 +57,9 @@ def feedback(turn_id: str, rating: str, time_ns: int, *, comment: str | None = N
              origin: str = "api") -> FeedbackRow:
     return FeedbackRow(turn_id=turn_id, rating=rating, comment=comment, origin=origin, time_ns=time_ns,
                        service="bot")
+
+
+def rows(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Run one query on a new connection and return all its rows."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]

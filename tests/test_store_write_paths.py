@@ -3,13 +3,10 @@ the direct COPY of new turns and its fallback, and the upgrade of a database wri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import psycopg
 import pytest
 from psycopg import sql
-from store_factories import NOW_NS, feedback, llm_span, span, trace_id, turn
+from store_factories import NOW_NS, feedback, llm_span, rows, span, trace_id, turn
 
 from otel_chatbot.processor.model import NormalisedBatch
 from otel_chatbot.store.copyrows import TurnEncoder
@@ -17,19 +14,6 @@ from otel_chatbot.store.migrate import LATEST_VERSION, load_migrations, migrate
 from otel_chatbot.store.writer import BatchWriter, WriteRejected, plan_turns
 
 US = 1000
-
-
-@pytest.fixture
-def writer(database_url: str) -> Iterator[BatchWriter]:
-    w = BatchWriter(database_url)
-    w.start()
-    yield w
-    w.shutdown()
-
-
-def rows(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(query, params).fetchall()
 
 
 def test_encoded_values_round_trip_including_nulls_unicode_and_partial_usage(writer: BatchWriter,

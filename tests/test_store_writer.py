@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from typing import Any
 
-import psycopg
 import pytest
-from store_factories import DAY_NS, NOW_NS, feedback, llm_span, span, trace_id, turn
+from store_factories import DAY_NS, NOW_NS, feedback, llm_span, rows, span, trace_id, turn
 
 from otel_chatbot.processor.model import NormalisedBatch
 from otel_chatbot.store.writer import BatchWriter, WriteRejected, fold_auto_turns
 
 US = 1000  # Postgres keeps microseconds: distinct event times must differ by at least that
-
-
-@pytest.fixture
-def writer(database_url: str) -> Iterator[BatchWriter]:
-    w = BatchWriter(database_url)
-    w.start()
-    yield w
-    w.shutdown()
-
-
-def rows(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(query, params).fetchall()
 
 
 def test_retried_batch_never_duplicates_and_reports_nothing_new(writer: BatchWriter,

@@ -106,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  otel-chatbot demo\n  otel-chatbot demo --duration 10 --rate 20 --once\n")
     _add_settings(demo)
     demo.add_argument("--duration", type=float, default=None, metavar="SECONDS",
-                      help="how long to generate traffic (default: the demo's own)")
-    demo.add_argument("--rate", type=float, default=5.0, metavar="TURNS_PER_S", help="turns per second")
+                      help="how long to generate traffic (default 20)")
+    demo.add_argument("--rate", type=float, default=5.0, metavar="TURNS_PER_S",
+                      help="turns per second (default 5)")
     demo.add_argument("--once", action="store_true", help="exit after the summary instead of serving")
 
     stats = commands.add_parser(

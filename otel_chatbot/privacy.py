@@ -71,6 +71,25 @@ _PHONE_RE: Final = re.compile(
     r"\+?[0-9]{1,4}(?:[ .-]?\(?[0-9]{1,4}\)?){1,6}|\([0-9]{3}\) ?[0-9]{3}[ .-][0-9]{4}"
 )
 _DIGITS: Final = b"0123456789"
+
+
+def _byte_classes(classes: dict[str, str]) -> bytes:
+    """A bytes.translate table mapping each listed ASCII character to its class byte, others to "x"."""
+    table = bytearray(b"x" * 256)
+    for chars, cls in classes.items():
+        for ch in chars:
+            table[ord(ch)] = ord(cls)
+    return bytes(table)
+
+
+# Cheap C-speed prechecks on the UTF-8 bytes (translate + substring search), so the regexes with
+# a leading character class, the slow ones, only run on text that can match:
+# an IBAN starts with two capital letters and two digits ("AA00" after mapping);
+_IBAN_CLASSES: Final = _byte_classes({"ABCDEFGHIJKLMNOPQRSTUVWXYZ": "A", "0123456789": "0"})
+_IBAN_HINT: Final = b"AA00"
+# a number run (_NUMBER_RUN_RE) is at least 7 consecutive characters of digits and number punctuation.
+_RUN_CLASSES: Final = _byte_classes({"0123456789 ().+-": "0"})
+_RUN_HINT: Final = b"0000000"
 # Characters that, just before a number, make it part of a larger token (an id, a version, a word).
 _NUMBER_GLUE: Final = frozenset("0123456789.-+_/abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
@@ -196,17 +215,46 @@ class Redactor:
             text = _redact_emails(text)
         raw = text.encode("utf-8", "surrogatepass")
         digits = len(raw) - len(raw.translate(None, _DIGITS))
-        if "iban" in kinds and digits >= 10:
+        if "iban" in kinds and digits >= 10 and _IBAN_HINT in raw.translate(_IBAN_CLASSES):
             text = _IBAN_RE.sub(_iban_replace, text)
         if "ip" in kinds and text.count(":") >= 2:
             text = _IPV6_RE.sub(_ipv6_replace, text)
         if self._numbers and digits >= 4:
-            text = _NUMBER_RUN_RE.sub(self._number_run_replace, text)
+            text = self._redact_numbers(text)
         for pattern, marker in self._custom:
             text = pattern.sub(marker, text)
         return text
 
     __call__ = redact
+
+    def _redact_numbers(self, text: str) -> str:
+        """Card, IP and phone numbers: the number-run regex runs only inside the stretches of number
+        characters long enough to hold a match (found with bytes operations), not over all the text."""
+        raw = text.encode("utf-8", "surrogatepass")
+        runs = raw.translate(_RUN_CLASSES)
+        pos = runs.find(_RUN_HINT)
+        if pos < 0:
+            return text
+        if len(raw) != len(text):  # non-ASCII: byte offsets are not character offsets
+            return _NUMBER_RUN_RE.sub(self._number_run_replace, text)
+        out: list[str] = []
+        done = 0
+        while pos >= 0:
+            # The stretch is bounded by non-number characters, so every match of the regex over the
+            # whole text lies inside one stretch, and matching inside it finds exactly those.
+            start = runs.rfind(b"x", 0, pos) + 1
+            end = runs.find(b"x", pos)
+            if end < 0:
+                end = len(runs)
+            for run in _NUMBER_RUN_RE.finditer(text, start, end):
+                out.append(text[done : run.start()])
+                out.append(self._number_run_replace(run))
+                done = run.end()
+            pos = runs.find(_RUN_HINT, end)
+        if not out:
+            return text
+        out.append(text[done:])
+        return "".join(out)
 
     def _number_run_replace(self, run: re.Match[str]) -> str:
         text = run.string

@@ -121,3 +121,17 @@ def test_empty_and_unicode_text() -> None:
     assert redact("") == ""
     # A non-ASCII local part is redacted whole, not cut at the first accented letter.
     assert redact("Grüße, schreib an jürgen@example.de") == "Grüße, schreib an [REDACTED:EMAIL]"
+
+
+def test_numbers_are_found_in_every_stretch_of_long_text_ascii_or_not() -> None:
+    # The number detectors run only inside stretches of number characters found with byte
+    # operations (ASCII text) or over the whole text (non-ASCII): both must find every number.
+    filler = "we checked the order and the parcel left on the 3rd, version 1.2.3 of the app. " * 6
+    text = (f"{filler}call +44 20 7946 0958 {filler}card 4111 1111 1111 1111 {filler}"
+            f"or (415) 555-0123 at 10.1.2.3")
+    for sample in (text, "déjà vu: " + text):
+        redacted = Redactor().redact(sample)
+        assert redacted.count("[REDACTED:PHONE]") == 2, redacted
+        assert "[REDACTED:CARD]" in redacted and "[REDACTED:IP]" in redacted
+        assert "4111" not in redacted and "7946" not in redacted and "555-0123" not in redacted
+        assert "version 1.2.3" in redacted and "the 3rd" in redacted

@@ -6,6 +6,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -171,3 +172,21 @@ def test_sigterm_drains_queued_data_and_exits_0(database_url: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("key", ["otlp_http", "otlp_grpc", "metrics"])
+def test_a_port_in_use_exits_2_naming_the_setting(key: str, database_url: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        addresses = {"otlp_http": "127.0.0.1:0", "otlp_grpc": "127.0.0.1:0", "metrics": "127.0.0.1:0"}
+        addresses[key] = f"127.0.0.1:{port}"
+        argv = ["serve", "--database-url", database_url]
+        for name, address in addresses.items():
+            argv += ["--" + name.replace("_", "-"), address]
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{key}: cannot listen on 127.0.0.1:{port}" in err
+    assert "--" + key.replace("_", "-") in err

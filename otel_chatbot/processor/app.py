@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -118,7 +119,8 @@ class Processor:
         self._pipeline.start()
 
         host, port = split_address("metrics", config.metrics)
-        server, _thread = start_http_server(port, host, registry=self.metrics.registry)
+        with _listening("metrics", config.metrics):
+            server, _thread = start_http_server(port, host, registry=self.metrics.registry)
         self._metrics_server = server
         self._metrics_address = (host, int(server.server_address[1]))
 
@@ -126,13 +128,15 @@ class Processor:
         self._grpc = GrpcReceiver(host, port, self._pipeline, prices=prices, auth=auth,
                                   max_body_bytes=config.max_body_bytes, workers=config.grpc_workers,
                                   redact=redact)
-        self._grpc.start()
+        with _listening("otlp_grpc", config.otlp_grpc):
+            self._grpc.start()
         host, port = split_address("otlp_http", config.otlp_http)
         self._http = HttpReceiver(host, port, self._pipeline, prices=prices, auth=auth,
                                   max_body_bytes=config.max_body_bytes, ready_check=self.readiness,
                                   turn_exists=self._turn_exists, redact=redact,
                                   graceful_timeout=config.shutdown_timeout)
-        self._http.start()
+        with _listening("otlp_http", config.otlp_http):
+            self._http.start()
         _log.info("otel-chatbot processor: OTLP/HTTP %s:%d, OTLP/gRPC %s:%d, metrics %s:%d",
                   *self.http_address, *self.grpc_address, *self._metrics_address)
 
@@ -196,6 +200,18 @@ def _redactor() -> Any:
     from otel_chatbot.privacy import redact
 
     return redact
+
+
+@contextlib.contextmanager
+def _listening(key: str, address: str) -> Iterator[None]:
+    """Turn a failed bind into an error that names the setting to change."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:  # grpcio reports a failed bind as RuntimeError
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        flag = "--" + key.replace("_", "-")
+        raise ConfigError(f"{key}: cannot listen on {address}: {reason} "
+                          f"(another process has it? choose another with {flag} HOST:PORT)") from None
 
 
 def run_until_signal(processor: Processor, timeout: float | None = None) -> int:

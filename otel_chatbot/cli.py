@@ -25,6 +25,8 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("otlp_grpc", "HOST:PORT", "OTLP/gRPC listen address (default 127.0.0.1:4317)"),
     ("metrics", "HOST:PORT", "Prometheus /metrics listen address (default 127.0.0.1:9464)"),
     ("auth_token", "TOKEN", "require 'Authorization: Bearer TOKEN' on every OTLP and API request"),
+    ("cors_origins", "ORIGINS", "browser origins allowed to call the HTTP endpoints, comma-separated "
+                                "(e.g. https://chat.example.com; '*': any; default none)"),
     ("max_body_bytes", "SIZE", "largest request body, compressed and decompressed (default 32MiB)"),
     ("queue_max_spans", "N", "spans accepted but not yet committed before refusing with 429 (default 50000)"),
     ("write_batch_spans", "N", "most spans committed in one database transaction (default 8192)"),

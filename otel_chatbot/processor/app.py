@@ -134,7 +134,8 @@ class Processor:
         self._http = HttpReceiver(host, port, self._pipeline, prices=prices, auth=auth,
                                   max_body_bytes=config.max_body_bytes, ready_check=self.readiness,
                                   turn_exists=self._turn_exists, redact=redact,
-                                  graceful_timeout=config.shutdown_timeout)
+                                  graceful_timeout=config.shutdown_timeout,
+                                  cors_origins=config.cors_origin_list)
         with _listening("otlp_http", config.otlp_http):
             self._http.start()
         _log.info("otel-chatbot processor: OTLP/HTTP %s:%d, OTLP/gRPC %s:%d, metrics %s:%d",

@@ -27,6 +27,7 @@ _SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+_ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 _GRPC_MAX_MESSAGE = 2**31 - 1  # grpcio takes an int32
 
 
@@ -46,6 +47,9 @@ class ProcessorConfig:
     database_url: str | None = None
     data_dir: Path = field(default_factory=default_data_dir)
     auth_token: str | None = None
+    # Browser origins allowed to call the HTTP endpoints (CORS), comma-separated, e.g. a web chat
+    # widget posting /v1/feedback or the OpenTelemetry JS exporter; "*" allows any. Unset: no CORS.
+    cors_origins: str | None = None
     # Largest request body, compressed on the wire and again after gunzip (gzip bombs).
     max_body_bytes: int = 32 * 1024**2
     # Spans accepted but not yet committed (queued or being written); beyond it requests get 429.
@@ -65,6 +69,10 @@ class ProcessorConfig:
     shutdown_timeout: float = 30.0
     log_level: str = "info"
 
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        return tuple(o.strip() for o in (self.cors_origins or "").split(",") if o.strip())
+
     def validate(self) -> None:
         """Raise ConfigError naming the first bad key."""
         ports: dict[int, str] = {}
@@ -77,6 +85,10 @@ class ProcessorConfig:
             _check_database_url(self.database_url)
         if self.auth_token is not None and (not self.auth_token or any(c.isspace() for c in self.auth_token)):
             raise ConfigError("auth_token: must be non-empty and contain no whitespace")
+        for origin in self.cors_origin_list:
+            if origin != "*" and not _ORIGIN_RE.match(origin):
+                raise ConfigError(f"cors_origins: expected '*' or origins like https://chat.example.com, "
+                                  f"got {origin!r}")
         _at_least("max_body_bytes", self.max_body_bytes, 1024)
         if self.max_body_bytes > _GRPC_MAX_MESSAGE:
             raise ConfigError(f"max_body_bytes: at most {_GRPC_MAX_MESSAGE}, got {self.max_body_bytes}")
@@ -161,7 +173,7 @@ def _known(key: str, what: str) -> None:
 
 def _coerce(key: str, value: object) -> object:
     kind = FIELDS[key].type
-    if key in ("database_url", "auth_token", "prices_file") and value in (None, ""):
+    if key in ("database_url", "auth_token", "prices_file", "cors_origins") and value in (None, ""):
         return None
     if kind in ("int",):
         return parse_size(key, value) if key == "max_body_bytes" else _int(key, value)

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -29,6 +29,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -114,7 +116,7 @@ class HttpReceiver:
     def __init__(self, host: str, port: int, pipeline: Pipeline, *, prices: PriceTable,
                  auth: BearerAuth, max_body_bytes: int, ready_check: ReadyCheck,
                  turn_exists: TurnExists, redact: Redact | None = None,
-                 graceful_timeout: float = 30.0) -> None:
+                 graceful_timeout: float = 30.0, cors_origins: Sequence[str] = ()) -> None:
         self._bind = (host, port)
         self._pipeline = pipeline
         self._prices = prices
@@ -127,7 +129,13 @@ class HttpReceiver:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._address: tuple[str, int] | None = None
-        self.app = Starlette(routes=[
+        # CORS for browser callers (a chat widget posting feedback, the OpenTelemetry JS exporter);
+        # preflight requests carry no token, so the middleware answers them before the auth check.
+        middleware = [Middleware(CORSMiddleware, allow_origins=list(cors_origins),
+                                 allow_methods=["GET", "POST"],
+                                 allow_headers=["authorization", "content-type", "content-encoding"],
+                                 max_age=600)] if cors_origins else []
+        self.app = Starlette(middleware=middleware, routes=[
             Route("/v1/traces", self._traces, methods=["POST"]),
             Route("/v1/logs", self._logs, methods=["POST"]),
             Route("/v1/feedback", self._feedback, methods=["POST"]),

@@ -366,5 +366,3 @@ def redact(text: str) -> str:
         _default = Redactor()
     return _default.redact(text)
 
-
-RedactFn = Callable[[str], str]

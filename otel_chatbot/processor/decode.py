@@ -12,7 +12,7 @@ Python. Standard ``ExportTraceServiceRequest`` messages (OTLP/JSON, gRPC) are ac
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import orjson
@@ -106,35 +106,30 @@ def parse_traces(body: bytes, content_type: str) -> TracesRequest:
     attributes left encoded, see the module docstring); JSON bodies give an ``ExportTraceServiceRequest``.
     Either goes to ``normalise_traces``; ``count_spans`` counts either.
     """
-    media = _media_type(content_type)
-    if media in _PROTOBUF_TYPES:
-        request = RawTracesRequest()
-        try:
-            request.ParseFromString(body)
-        except _ProtobufDecodeError as exc:
-            raise DecodeError(f"body is not valid protobuf ExportTraceServiceRequest: {exc}") from None
-        return request
-    if media == JSON:
-        try:
-            return otlp_json.traces_from_json(_load_json(body))
-        except ValueError as exc:
-            raise DecodeError(str(exc)) from None
-    raise UnsupportedContentType(f"unsupported content type {content_type!r}: expected {PROTOBUF} or {JSON}")
+    return _parse(body, content_type, RawTracesRequest, "ExportTraceServiceRequest",
+                  otlp_json.traces_from_json)
 
 
 def parse_logs(body: bytes, content_type: str) -> Any:
     """Parse an OTLP logs export body (already gunzipped) into an ``ExportLogsServiceRequest``."""
+    return _parse(body, content_type, ExportLogsServiceRequest, "ExportLogsServiceRequest",
+                  otlp_json.logs_from_json)
+
+
+def _parse(body: bytes, content_type: str, protobuf_type: Any, message_name: str,
+           from_json: Callable[[object], Any]) -> Any:
+    """One OTLP body by its content type: protobuf into ``protobuf_type``, JSON through ``from_json``."""
     media = _media_type(content_type)
     if media in _PROTOBUF_TYPES:
-        request = ExportLogsServiceRequest()
+        request = protobuf_type()
         try:
             request.ParseFromString(body)
         except _ProtobufDecodeError as exc:
-            raise DecodeError(f"body is not valid protobuf ExportLogsServiceRequest: {exc}") from None
+            raise DecodeError(f"body is not valid protobuf {message_name}: {exc}") from None
         return request
     if media == JSON:
         try:
-            return otlp_json.logs_from_json(_load_json(body))
+            return from_json(_load_json(body))
         except ValueError as exc:
             raise DecodeError(str(exc)) from None
     raise UnsupportedContentType(f"unsupported content type {content_type!r}: expected {PROTOBUF} or {JSON}")

@@ -698,32 +698,28 @@ _OUTPUT_TEXT_KEYS: Final = (
 
 def user_message_of(attributes: dict[str, Any]) -> str | None:
     """The end user's text in a span's attributes, from whichever convention carries it."""
-    for key in sc.INPUT_MESSAGE_ALIASES:
-        value = attributes.get(key)
-        if value is not None and value != "":
-            text = _user_text(value)
-            if text:
-                return text
-    return _indexed_text(
-        attributes, sc.LEGACY_PROMPT_PREFIX, ".content", ".role", user=True
-    ) or _indexed_text(
-        attributes, sc.OPENINFERENCE_INPUT_MESSAGES_PREFIX, ".message.content", ".message.role", user=True
-    )
+    return _message_of(attributes, sc.INPUT_MESSAGE_ALIASES, _user_text, sc.LEGACY_PROMPT_PREFIX,
+                       sc.OPENINFERENCE_INPUT_MESSAGES_PREFIX, user=True)
 
 
 def bot_response_of(attributes: dict[str, Any]) -> str | None:
     """The bot's answer in a span's attributes, from whichever convention carries it."""
-    for key in sc.OUTPUT_MESSAGE_ALIASES:
+    return _message_of(attributes, sc.OUTPUT_MESSAGE_ALIASES, _bot_text, sc.LEGACY_COMPLETION_PREFIX,
+                       sc.OPENINFERENCE_OUTPUT_MESSAGES_PREFIX, user=False)
+
+
+def _message_of(attributes: dict[str, Any], aliases: tuple[str, ...], text_of: Callable[[Any], str | None],
+                legacy_prefix: str, openinference_prefix: str, *, user: bool) -> str | None:
+    """First text found: whole-message attributes (aliases), then legacy GenAI indexed messages,
+    then OpenInference flattened messages."""
+    for key in aliases:
         value = attributes.get(key)
         if value is not None and value != "":
-            text = _bot_text(value)
+            text = text_of(value)
             if text:
                 return text
-    return _indexed_text(
-        attributes, sc.LEGACY_COMPLETION_PREFIX, ".content", ".role", user=False
-    ) or _indexed_text(
-        attributes, sc.OPENINFERENCE_OUTPUT_MESSAGES_PREFIX, ".message.content", ".message.role", user=False
-    )
+    return _indexed_text(attributes, legacy_prefix, ".content", ".role", user=user) or _indexed_text(
+        attributes, openinference_prefix, ".message.content", ".message.role", user=user)
 
 
 def _parse_json_text(value: Any) -> Any:

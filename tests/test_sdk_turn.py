@@ -326,3 +326,12 @@ def test_reentering_the_same_scope_is_refused(spans: InMemorySpanExporter) -> No
     scope = otel_chatbot.chat_turn()
     with scope, pytest.raises(RuntimeError, match="already entered"), scope:
         pass
+
+
+def test_mark_blocked_sets_the_flag_on_the_turn(spans: InMemorySpanExporter) -> None:
+    with otel_chatbot.chat_turn(session_id="s-blocked", user_message="tell me a secret") as turn:
+        assert turn.blocked is False
+        turn.mark_blocked()
+        assert turn.blocked is True
+    (span,) = by_name(spans, "chat.turn")
+    assert (span.attributes or {})[semconv.CHAT_BLOCKED] is True

@@ -60,27 +60,25 @@ def best_of(fn: Callable[[], None], iterations: int, rounds: int = 7) -> float:
     return statistics.median(per_call)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=3000, help="calls per round (default 3000)")
-    args = parser.parse_args(argv)
-    if args.iterations < 1:
-        parser.error("--iterations must be >= 1")
-
+def measure(*, batch: bool, iterations: int) -> tuple[float, float, float]:
+    """Seconds per call of (chat_turn + child, bare span, bare span + child), both arms exporting
+    through the same processor kind (batched or synchronous) to the same no-op exporter."""
     exporter = NoopExporter()
     provider = otel_chatbot.instrument(
-        "overhead-bench", exporter=exporter, batch=False, set_global=False, instrument_libraries=False
+        "overhead-bench", exporter=exporter, batch=batch, set_global=False, instrument_libraries=False
     )
     assert provider is not None
     child_tracer = provider.get_tracer("app")
-
     bare_provider = TracerProvider()
-    bare_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    bare_provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
     bare = bare_provider.get_tracer("bare")
     attributes = {
         "session.id": "sess-42", "gen_ai.conversation.id": "sess-42", "user.id": "user-7",
         "chat.source": "website", "chat.turn.id": "0" * 32, "input.value": USER_MESSAGE,
     }
+    # What a hand-written equivalent does: the same ids on the child as chat_turn stamps on it.
+    child_attributes = {k: v for k, v in attributes.items() if k not in ("chat.turn.id", "input.value")}
+    child_attributes["chat.in_turn"] = "0" * 32
 
     def turn() -> None:
         with otel_chatbot.chat_turn(session_id="sess-42", user_id="user-7", source="website",
@@ -93,43 +91,37 @@ def main(argv: list[str] | None = None) -> int:
         with bare.start_as_current_span("chat.turn", attributes=attributes) as span:
             span.set_attribute("output.value", BOT_REPLY)
 
-    # What a hand-written equivalent does: the same ids on the child as chat_turn stamps on it.
-    child_attributes = {k: v for k, v in attributes.items() if k not in ("chat.turn.id", "input.value")}
-    child_attributes["chat.in_turn"] = "0" * 32
-
     def bare_pair() -> None:
         with bare.start_as_current_span("chat.turn", attributes=attributes) as span:
             with bare.start_as_current_span("retrieve", attributes=child_attributes):
                 pass
             span.set_attribute("output.value", BOT_REPLY)
 
-    redactor = Redactor()
-    for fn in (turn, bare_span, bare_pair):  # warm up caches and code paths
-        best_of(fn, 200, rounds=1)
-    t_turn = best_of(turn, args.iterations)
-    t_bare = best_of(bare_span, args.iterations)
-    t_pair = best_of(bare_pair, args.iterations)
-    t_redact = best_of(lambda: redactor.redact(KB_MESSAGE), args.iterations)
-    t_plain = best_of(lambda: redactor.redact(KB_PLAIN), args.iterations)
-    otel_chatbot.shutdown()
+    try:
+        for fn in (turn, bare_span, bare_pair):  # warm up caches and code paths
+            best_of(fn, 200, rounds=1)
+        return (best_of(turn, iterations), best_of(bare_span, iterations), best_of(bare_pair, iterations))
+    finally:
+        otel_chatbot.shutdown()
+        bare_provider.shutdown()
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=3000, help="calls per round (default 3000)")
+    args = parser.parse_args(argv)
+    if args.iterations < 1:
+        parser.error("--iterations must be >= 1")
+
+    t_turn, t_bare, t_pair = measure(batch=False, iterations=args.iterations)
     # Production set-up: BatchSpanProcessor on both arms, so export (and the turn's redaction) runs on
     # the export thread. The app thread's time per turn is what a chatbot's users wait for; the export
     # thread still competes for the GIL, so part of its work shows up here too.
-    provider = otel_chatbot.instrument(
-        "overhead-bench", exporter=exporter, batch=True, set_global=False, instrument_libraries=False
-    )
-    assert provider is not None
-    child_tracer = provider.get_tracer("app")
-    bare_provider = TracerProvider()
-    bare_provider.add_span_processor(BatchSpanProcessor(exporter))
-    bare = bare_provider.get_tracer("bare")
-    for fn in (turn, bare_pair):
-        best_of(fn, 200, rounds=1)
-    t_turn_batch = best_of(turn, args.iterations)
-    t_pair_batch = best_of(bare_pair, args.iterations)
-    otel_chatbot.shutdown()
-    bare_provider.shutdown()
+    t_turn_batch, _t_bare_batch, t_pair_batch = measure(batch=True, iterations=args.iterations)
+    redactor = Redactor()
+    best_of(lambda: redactor.redact(KB_MESSAGE), 200, rounds=1)
+    t_redact = best_of(lambda: redactor.redact(KB_MESSAGE), args.iterations)
+    t_plain = best_of(lambda: redactor.redact(KB_PLAIN), args.iterations)
 
     print("synchronous export (SimpleSpanProcessor): every microsecond of the turn counted")
     print(f"chat_turn (turn + child span, redaction on)    : {t_turn * 1e6:8.1f} us")

@@ -59,6 +59,15 @@ class _KeyClassifier:
         return keys & self._text
 
 
+def _copied(attributes: Any) -> dict[str, Any]:
+    """A plain dict of ``attributes``. ``copy()`` first: a span's attributes are a mapping proxy over
+    BoundedAttributes, whose ``copy`` is one C-level dict copy, where ``dict(...)`` would call
+    ``__getitem__`` in Python once per key."""
+    copy = getattr(attributes, "copy", None)
+    result = copy() if copy is not None else None
+    return result if isinstance(result, dict) else dict(attributes)
+
+
 class ContentFilterExporter(SpanExporter):
     """Redacts message attributes with ``redact``, or drops them when ``capture_content`` is False."""
 
@@ -142,7 +151,7 @@ class ContentFilterExporter(SpanExporter):
             else:
                 continue
             if out is None:
-                out = dict(attributes)
+                out = _copied(attributes)
             if new_value is None:
                 del out[key]
             else:

@@ -36,39 +36,40 @@ _ASCII_FOLD: Final = bytes.maketrans(
 )
 
 # Written against the normalised text: lowercase, accents stripped, leetspeak undone, runs of
-# whitespace collapsed to one space. Each group runs only when one of its trigger words occurs
-# (a C-speed substring test): most messages contain none, and a big alternation tried at every
-# position of the text would cost more than the turn's span.
+# whitespace collapsed to one space. Each rule runs only when one of its gate words occurs as a
+# word of the message: the words are found with one bytes.translate and a split, and a set test
+# per rule is far cheaper than a substring search per trigger (most messages trip no gate). Every
+# gate word is required by its pattern, so a gate can only skip rules that cannot match.
 _RULES: Final[tuple[tuple[tuple[str, ...], str], ...]] = (
     # instruction override
-    (("ignor", "disregard", "forget", "skip", "overrid", "bypass"),
+    (("ignore", "disregard", "forget", "skip", "override", "bypass"),
      r"\b(ignore|disregard|forget|skip|override|bypass)\b( all| any| the| your| my)*"
      r" (previous|prior|above|earlier|preceding|former|initial|original|system)"
      r"( \w+)? (instructions?|prompts?|rules|directions|guidelines|context|messages?|commands?)"
      r"|\b(ignore|disregard|forget) (everything|all) (you (were|have been) told|above|before)"),
-    (("new instructions", "new rules", "from now on"),
+    (("new", "now"),
      r"\bnew (instructions|rules)\b ?:|\bfrom now on,? you (are|will|must|shall)\b"),
     # role hijack / jailbreak personas
-    (("you are now", "act ", "behave", "pretend", "roleplay", "anything now", " mode"),
+    (("now", "act", "behave", "pretend", "roleplay", "mode"),
      r"\byou are now\b( a| an| the)? ?(dan|evil|unfiltered|uncensored|jailbroken|developer mode|root|admin)"
      r"|\b(act|behave|pretend|roleplay) (as|like|to be)( a| an)? (dan|unfiltered|uncensored|jailbroken|evil)"
      r"|\bdo anything now\b"
      r"|\b(developer|god|jailbreak|dan) mode (enabled|on|activated)\b"
      r"|\benable (developer|god|jailbreak|dan) mode\b"),
-    (("restriction", "filter", "censor", "limitation", "guardrail"),
+    (("without",),
      r"\bwithout (any )?(restrictions|filters|censorship|limitations|guardrails)\b"),
     # system prompt extraction
-    (("prompt", "instructions you", "original instructions", "hidden instructions"),
+    (("prompt", "instructions"),
      r"\b(reveal|show|print|repeat|output|display|leak|tell me|give me|what (is|are))( me)?( your| the)"
      r"( \w+)? (system prompt|initial prompt|hidden (prompt|instructions)|instructions you were given"
      r"|original instructions|prompt above)"
      r"|\bbegin(ning)? of (the )?(system )?prompt\b"),
     (("repeat",), r"\brepeat (the|everything|all)( text| words)? (above|before)\b"),
-    # delimiter / role smuggling
-    (("<|", "im_start", "endoftext", "system", "assistant", "[inst"),
+    # delimiter / role smuggling ("im" from "<|im_start|>": "_" separates words in the gate)
+    (("im", "endoftext", "system", "assistant", "inst"),
      r"<\|?(im_start|im_end|system|endoftext)\|?>|^\s*(system|assistant) ?:|\[(system|inst)\]"),
     # French, Spanish, German, Italian, Portuguese
-    (("instruc", "anweisung", "istruzion", "prompt"),
+    (("instructions", "instrucciones", "anweisungen", "instruktionen", "istruzioni", "instrucoes", "prompt"),
      r"\bignore[rz]? (toutes )?(les )?instructions (precedentes|anterieures)"
      r"|\b(ignora|olvida)( todas)? (las )?instrucciones (anteriores|previas)"
      r"|\bignoriere? (alle )?(vorherigen|bisherigen|obigen) (anweisungen|instruktionen)"
@@ -76,7 +77,17 @@ _RULES: Final[tuple[tuple[tuple[str, ...], str], ...]] = (
      r"|\bignore (todas )?(as )?instrucoes anteriores"
      r"|\b(revele|muestra|zeige|mostra)( me| mir)? (tu|ton|votre|dein|il tuo|seu) (prompt|system prompt)"),
 )
-_COMPILED: Final = tuple((triggers, re.compile(pattern, re.MULTILINE)) for triggers, pattern in _RULES)
+_COMPILED: Final = tuple(
+    (frozenset(word.encode() for word in gate), re.compile(pattern, re.MULTILINE)) for gate, pattern in _RULES
+)
+_ANY_GATE: Final = frozenset().union(*(gate for gate, _ in _COMPILED))
+# For the gate: the same folding as _ASCII_FOLD, and every other ASCII byte that is not a letter
+# becomes a space (so punctuation and "_" split words); bytes >= 128 (UTF-8 of non-ASCII letters)
+# stay part of their word.
+_WORD_FOLD: Final = bytes(
+    _ASCII_FOLD[b] if b >= 128 or chr(_ASCII_FOLD[b]).isalpha() else 32
+    for b in range(256)
+)
 
 _classifier: InjectionClassifier | None = None
 _classifier_lock = threading.Lock()
@@ -91,16 +102,28 @@ def normalise(text: str) -> str:
     return " ".join(folded.lower().translate(_LEET).split())
 
 
+def _words(text: str) -> list[bytes]:
+    """The words of ``text`` after the same folding as ``normalise`` (case, accents, leetspeak)."""
+    if text.isascii():
+        return text.encode().translate(_WORD_FOLD).split()
+    folded = unicodedata.normalize("NFKD", text)
+    folded = "".join(ch for ch in folded if not unicodedata.combining(ch)).lower().translate(_LEET)
+    return folded.encode("utf-8", "surrogatepass").translate(_WORD_FOLD).split()
+
+
 def heuristic_match(text: str) -> str | None:
     """The attack phrasing found in ``text`` (normalised form), or None."""
+    words = _words(text)
+    if _ANY_GATE.isdisjoint(words):  # the common case: one pass over the words
+        return None
+    present = _ANY_GATE.intersection(words)
+    patterns = [pattern for gate, pattern in _COMPILED if not gate.isdisjoint(present)]
     # Line structure matters for "system:" smuggling, so normalise each line separately.
-    lines = [normalise(line) for line in text.splitlines() or [text]]
-    folded = "\n".join(lines)
-    for triggers, pattern in _COMPILED:
-        if any(map(folded.__contains__, triggers)):
-            m = pattern.search(folded)
-            if m is not None:
-                return m.group(0)
+    folded = "\n".join(normalise(line) for line in text.splitlines() or [text])
+    for pattern in patterns:
+        m = pattern.search(folded)
+        if m is not None:
+            return m.group(0)
     return None
 
 

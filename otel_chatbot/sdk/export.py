@@ -3,10 +3,15 @@
 Wrapping the exporter rather than redacting in ``on_end`` because ended spans are immutable, and
 because the export runs on the BatchSpanProcessor's worker thread: the redaction cost stays off the
 request path. A span is copied only when one of its message attributes actually changes.
+
+Recent results are remembered by text: a chat app sends the conversation so far with every LLM call,
+so without the memo each earlier message would be redacted again on every later turn of the session
+(quadratic in its length). The memo is bounded in entries and in the length of the texts it keeps.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -69,19 +74,46 @@ def _copied(attributes: Any) -> dict[str, Any]:
 
 
 class ContentFilterExporter(SpanExporter):
-    """Redacts message attributes with ``redact``, or drops them when ``capture_content`` is False."""
+    """Redacts message attributes with ``redact``, or drops them when ``capture_content`` is False.
+
+    ``memo_entries`` bounds the memo of recent redactions (0 turns it off); texts longer than
+    ``memo_max_chars`` are redacted every time and not kept.
+    """
 
     def __init__(
         self,
         inner: SpanExporter,
         redact: Callable[[str], str] | None,
         capture_content: bool = True,
+        *,
+        memo_entries: int = 1024,
+        memo_max_chars: int = 4096,
     ) -> None:
+        if memo_entries < 0 or memo_max_chars < 0:
+            raise ValueError("memo_entries and memo_max_chars must be >= 0")
         self._inner = inner
         self._redact = redact
         self._capture = capture_content
         self._span_keys = _KeyClassifier(is_message_attribute)
         self._event_keys = _KeyClassifier(_EVENT_TEXT_KEYS.__contains__)
+        self._memo: dict[str, str] = {}
+        self._memo_entries = memo_entries
+        self._memo_max_chars = memo_max_chars if memo_entries else -1
+
+    def _redacted(self, redact: Callable[[str], str], text: str) -> str:
+        memo = self._memo
+        known = memo.get(text)
+        if known is not None:
+            return known
+        value = redact(text)
+        if len(text) <= self._memo_max_chars:
+            if len(memo) >= self._memo_entries:
+                # Oldest first (dicts keep insertion order). Exports may run on several threads
+                # (SimpleSpanProcessor): another one may have evicted the same entry already.
+                with contextlib.suppress(StopIteration, RuntimeError, KeyError):
+                    del memo[next(iter(memo))]
+            memo[text] = value
+        return value
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._redact is None and self._capture:
@@ -141,11 +173,11 @@ class ContentFilterExporter(SpanExporter):
             elif redact is None:
                 continue
             elif isinstance(value, str):
-                new_value = redact(value)
+                new_value = self._redacted(redact, value)
                 if new_value == value:
                     continue
             elif isinstance(value, (tuple, list)):
-                new_value = tuple(redact(v) if isinstance(v, str) else v for v in value)
+                new_value = tuple(self._redacted(redact, v) if isinstance(v, str) else v for v in value)
                 if new_value == tuple(value):
                     continue
             else:

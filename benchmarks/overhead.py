@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace.export import (
 import otel_chatbot
 from otel_chatbot.privacy import Redactor
 from otel_chatbot.sdk.export import ContentFilterExporter
+from otel_chatbot.sdk.injection import detect_prompt_injection
 
 USER_MESSAGE = (
     "Hi, I ordered a blue rain jacket last week (order 88231) and it still has not arrived. "
@@ -190,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     best_of(lambda: redactor.redact(KB_MESSAGE), 200, rounds=1)
     t_redact = best_of(lambda: redactor.redact(KB_MESSAGE), args.iterations)
     t_plain = best_of(lambda: redactor.redact(KB_PLAIN), args.iterations)
+    t_injection = best_of(lambda: detect_prompt_injection(USER_MESSAGE), args.iterations)
 
-    print("synchronous export (SimpleSpanProcessor): every microsecond of the turn counted")
+    print("synchronous export (SimpleSpanProcessor) to a no-op exporter: every microsecond of the turn")
+    print("counted, its export-side redaction included, while the bare arm's export work is zero")
     print(f"chat_turn (turn + child span, redaction on)    : {t_turn * 1e6:8.1f} us")
     print(f"bare SDK span, same attributes                 : {t_bare * 1e6:8.1f} us")
     print(f"bare SDK span + child, same attributes on both : {t_pair * 1e6:8.1f} us")
@@ -206,9 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bare SDK span + child, same attributes on both : {t_pair_batch * 1e6:8.1f} us")
     print(f"ratio chat_turn / bare span + child (target <= 1.5x): {t_turn_batch / t_pair_batch:6.2f}x")
     print(f"redact 1 KB message (one email, one phone)     : {t_redact * 1e6:8.1f} us "
-          f"({t_redact / t_bare:.2f}x of one bare span)")
+          f"({t_redact / t_bare:.2f}x of one bare span; {t_redact / (t_pair_enc / 2):.2f}x of one "
+          "with the OTLP encoder, half the encoded pair)")
     print(f"redact 1 KB message without PII                : {t_plain * 1e6:8.1f} us "
           f"({t_plain / t_bare:.2f}x of one bare span)")
+    print(f"prompt-injection check of the user message     : {t_injection * 1e6:8.1f} us "
+          f"({len(USER_MESSAGE)} characters)")
     conversation_export(memo=True)  # warm up
     with_memo = statistics.median(conversation_export(memo=True) for _ in range(5))
     without_memo = statistics.median(conversation_export(memo=False) for _ in range(5))

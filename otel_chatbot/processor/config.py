@@ -56,8 +56,9 @@ class ProcessorConfig:
     queue_max_spans: int = 50_000
     # Most spans one group commit takes from the queue.
     write_batch_spans: int = 8_192
-    # Writer threads, each with its own connection. One is the default: measured here, a second one
-    # only made the two transactions compete for Postgres CPU (no throughput gain).
+    # Writer threads, each with its own connection. One is the default: on the 2-core test machine a
+    # second one gained 10-15% with 16 concurrent senders and nothing measurable with 8 (the two
+    # transactions compete for the same Postgres CPU); raise it on bigger machines.
     writers: int = 1
     prices_file: Path | None = None
     label_cap: int = 50

@@ -39,7 +39,9 @@ _ASCII_FOLD: Final = bytes.maketrans(
 # whitespace collapsed to one space. Each rule runs only when one of its gate words occurs as a
 # word of the message: the words are found with one bytes.translate and a split, and a set test
 # per rule is far cheaper than a substring search per trigger (most messages trip no gate). Every
-# gate word is required by its pattern, so a gate can only skip rules that cannot match.
+# alternative of a pattern requires one of its rule's gate words as a whole word (no letter right
+# before or after it: "prompt" in "system prompts" is not one, so that alternative is gated on
+# "system"), so a gate can only skip rules that cannot match.
 _RULES: Final[tuple[tuple[tuple[str, ...], str], ...]] = (
     # instruction override
     (("ignore", "disregard", "forget", "skip", "override", "bypass"),
@@ -59,7 +61,7 @@ _RULES: Final[tuple[tuple[tuple[str, ...], str], ...]] = (
     (("without",),
      r"\bwithout (any )?(restrictions|filters|censorship|limitations|guardrails)\b"),
     # system prompt extraction
-    (("prompt", "instructions"),
+    (("system", "initial", "hidden", "instructions", "original", "prompt"),
      r"\b(reveal|show|print|repeat|output|display|leak|tell me|give me|what (is|are))( me)?( your| the)"
      r"( \w+)? (system prompt|initial prompt|hidden (prompt|instructions)|instructions you were given"
      r"|original instructions|prompt above)"
@@ -69,7 +71,8 @@ _RULES: Final[tuple[tuple[tuple[str, ...], str], ...]] = (
     (("im", "endoftext", "system", "assistant", "inst"),
      r"<\|?(im_start|im_end|system|endoftext)\|?>|^\s*(system|assistant) ?:|\[(system|inst)\]"),
     # French, Spanish, German, Italian, Portuguese
-    (("instructions", "instrucciones", "anweisungen", "instruktionen", "istruzioni", "instrucoes", "prompt"),
+    (("instructions", "instrucciones", "ignorier", "ignoriere", "istruzioni", "instrucoes",
+      "revele", "muestra", "zeige", "mostra"),
      r"\bignore[rz]? (toutes )?(les )?instructions (precedentes|anterieures)"
      r"|\b(ignora|olvida)( todas)? (las )?instrucciones (anteriores|previas)"
      r"|\bignoriere? (alle )?(vorherigen|bisherigen|obigen) (anweisungen|instruktionen)"
@@ -81,11 +84,13 @@ _COMPILED: Final = tuple(
     (frozenset(word.encode() for word in gate), re.compile(pattern, re.MULTILINE)) for gate, pattern in _RULES
 )
 _ANY_GATE: Final = frozenset().union(*(gate for gate, _ in _COMPILED))
-# For the gate: the same folding as _ASCII_FOLD, and every other ASCII byte that is not a letter
-# becomes a space (so punctuation and "_" split words); bytes >= 128 (UTF-8 of non-ASCII letters)
-# stay part of their word.
+# For the gate: the same folding as _ASCII_FOLD, and every byte that is not an ASCII letter becomes
+# a space, so punctuation, digits, "_" and every non-ASCII character (UTF-8 bytes >= 128) split
+# words. Gate words are ASCII and a pattern's whole words have no letter beside them, so splitting
+# also at the non-ASCII letters left after folding ("ß", Cyrillic) only adds words; keeping those
+# bytes in their word would glue "ignore" to a curly quote or a dash and skip a rule that matches.
 _WORD_FOLD: Final = bytes(
-    _ASCII_FOLD[b] if b >= 128 or chr(_ASCII_FOLD[b]).isalpha() else 32
+    _ASCII_FOLD[b] if b < 128 and chr(_ASCII_FOLD[b]).isalpha() else 32
     for b in range(256)
 )
 
@@ -93,22 +98,25 @@ _classifier: InjectionClassifier | None = None
 _classifier_lock = threading.Lock()
 
 
+def _fold(text: str) -> str:
+    """Lowercase, accents stripped, leetspeak undone: what _ASCII_FOLD does, for any text."""
+    folded = unicodedata.normalize("NFKD", text)
+    folded = "".join(ch for ch in folded if not unicodedata.combining(ch))
+    return folded.lower().translate(_LEET)
+
+
 def normalise(text: str) -> str:
     """Lowercase, strip accents, undo light leetspeak and collapse whitespace."""
     if text.isascii():
         return " ".join(text.encode().translate(_ASCII_FOLD).decode().split())
-    folded = unicodedata.normalize("NFKD", text)
-    folded = "".join(ch for ch in folded if not unicodedata.combining(ch))
-    return " ".join(folded.lower().translate(_LEET).split())
+    return " ".join(_fold(text).split())
 
 
 def _words(text: str) -> list[bytes]:
-    """The words of ``text`` after the same folding as ``normalise`` (case, accents, leetspeak)."""
+    """The runs of ASCII letters of ``text`` after the same folding as ``normalise``."""
     if text.isascii():
         return text.encode().translate(_WORD_FOLD).split()
-    folded = unicodedata.normalize("NFKD", text)
-    folded = "".join(ch for ch in folded if not unicodedata.combining(ch)).lower().translate(_LEET)
-    return folded.encode("utf-8", "surrogatepass").translate(_WORD_FOLD).split()
+    return _fold(text).encode("utf-8", "surrogatepass").translate(_WORD_FOLD).split()
 
 
 def heuristic_match(text: str) -> str | None:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import psutil
 import psycopg
-from ceiling import stored_span_chunks
+from ceiling import copy_chunks, stored_span_chunks
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
@@ -186,12 +186,7 @@ def copy_ceiling(url: str, batch_size: int) -> tuple[float, int]:
     with psycopg.connect(url) as conn:
         chunks = stored_span_chunks(conn, batch_size)
         rows = sum(chunk.count(b"\n") for chunk in chunks)
-        started = time.perf_counter()
-        for chunk in chunks:
-            with conn.cursor().copy("COPY ceiling_spans FROM STDIN") as copy:
-                copy.write(chunk)
-            conn.commit()
-        elapsed = time.perf_counter() - started
+        elapsed = copy_chunks(conn, chunks)
         conn.execute("DROP TABLE ceiling_spans")
         conn.commit()
     return elapsed, rows
@@ -245,8 +240,6 @@ def main() -> int:
 
             try:
                 _wait_ready(port, proc)
-                with psycopg.connect(url) as conn:
-                    before = conn.execute("SELECT count(*) FROM spans").fetchone()
                 watcher = threading.Thread(target=watch_rss, daemon=True)
                 watcher.start()
                 # warm-up: one request, not counted

@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 import psycopg
-from ceiling import stored_span_chunks
+from ceiling import copy_chunks, stored_span_chunks
 from psycopg import sql
 
 from otel_chatbot.processor.model import FeedbackRow, NormalisedBatch, SpanRow, TurnRow
@@ -141,12 +141,7 @@ def copy_ceiling(url: str, batch_size: int) -> Run:
         chunks = stored_span_chunks(conn, batch_size)
         pids = [conn.info.backend_pid]
         server_cpu, client_cpu = _backend_cpu(pids), time.process_time()
-        started = time.perf_counter()
-        for chunk in chunks:
-            with conn.cursor().copy("COPY ceiling_spans FROM STDIN") as copy:
-                copy.write(chunk)
-            conn.commit()
-        elapsed = time.perf_counter() - started
+        elapsed = copy_chunks(conn, chunks)
         copied = sum(chunk.count(b"\n") for chunk in chunks)
         run = Run(elapsed, time.process_time() - client_cpu, _backend_cpu(pids) - server_cpu, copied)
         conn.execute("DROP TABLE ceiling_spans")

@@ -7,11 +7,12 @@ precedence (processor/config.py). Commands import their heavy parts lazily so ``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -161,16 +162,24 @@ def _serve(config: ProcessorConfig) -> int:
     return run_until_signal(processor)
 
 
-def _migrate(config: ProcessorConfig) -> int:
+@contextlib.contextmanager
+def _database_url(config: ProcessorConfig) -> Iterator[str]:
+    """The database URL for a one-shot command; an embedded Postgres started for it stops after it."""
     from otel_chatbot.processor.app import open_database
-    from otel_chatbot.store.migrate import LATEST_VERSION, migrate
 
     url, embedded = open_database(config)
     try:
-        applied = migrate(url)
+        yield url
     finally:
         if embedded is not None:
             embedded.shutdown()
+
+
+def _migrate(config: ProcessorConfig) -> int:
+    from otel_chatbot.store.migrate import LATEST_VERSION, migrate
+
+    with _database_url(config) as url:
+        applied = migrate(url)
     if applied:
         print(f"applied migrations {', '.join(map(str, applied))}; schema at version {LATEST_VERSION}")
     else:
@@ -181,31 +190,20 @@ def _migrate(config: ProcessorConfig) -> int:
 def _stats(config: ProcessorConfig) -> int:
     import psycopg
 
-    from otel_chatbot.processor.app import open_database
     from otel_chatbot.store.queries import chat_summary, format_summary
 
-    url, embedded = open_database(config)
-    try:
-        with psycopg.connect(url) as conn:
-            print(format_summary(chat_summary(conn)))
-    finally:
-        if embedded is not None:
-            embedded.shutdown()
+    with _database_url(config) as url, psycopg.connect(url) as conn:
+        print(format_summary(chat_summary(conn)))
     return 0
 
 
 def _purge(config: ProcessorConfig, days: int) -> int:
     if days < 1:
         raise ConfigError(f"older_than: expected a number of days >= 1, got {days}")
-    from otel_chatbot.processor.app import open_database
     from otel_chatbot.store.retention import purge_older_than
 
-    url, embedded = open_database(config)
-    try:
+    with _database_url(config) as url:
         dropped = purge_older_than(url, days)
-    finally:
-        if embedded is not None:
-            embedded.shutdown()
     for name in dropped:
         print(f"dropped {name}")
     print(f"{len(dropped)} partition(s) older than {days} day(s) dropped")

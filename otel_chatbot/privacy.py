@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Final
 
 __all__ = ["KINDS", "Redactor", "iban_valid", "luhn_valid", "redact"]
@@ -165,6 +165,34 @@ def _ipv6_valid(text: str) -> bool:
     return True
 
 
+def _number_runs(text: str, raw: bytes) -> Iterator[re.Match[str]]:
+    """The matches of _NUMBER_RUN_RE in ``text`` (``raw`` is its UTF-8), in order.
+
+    For ASCII text the regex runs only inside the stretches of number characters long enough to
+    hold a match (found with bytes operations), not over all the text. A stretch is bounded by
+    non-number characters, so every match over the whole text lies inside one; a run is greedy and
+    ends at the stretch's last digit, so a stretch holds at most one: one search, not a finditer.
+    """
+    runs = raw.translate(_RUN_CLASSES)
+    pos = runs.find(_RUN_HINT)
+    if pos < 0:
+        return
+    if len(raw) != len(text):  # non-ASCII: byte offsets are not character offsets
+        yield from _NUMBER_RUN_RE.finditer(text)
+        return
+    size = len(text)
+    while pos >= 0:
+        # ``pos`` is where a stretch starts: the search began at 0 or at a non-number character,
+        # and the first hint found is the stretch's first seven characters.
+        end = runs.find(b"x", pos)
+        if end < 0:
+            end = size
+        run = _NUMBER_RUN_RE.search(text, pos, end)
+        if run is not None:
+            yield run
+        pos = runs.find(_RUN_HINT, end)
+
+
 class Redactor:
     """Replaces PII in text with ``[REDACTED:KIND]`` markers.
 
@@ -201,14 +229,14 @@ class Redactor:
             if "eyJ" in text:
                 text = _JWT_RE.sub("[REDACTED:TOKEN]", text)
             if "earer" in text or "EARER" in text:
-                text = _BEARER_RE.sub(_keep_prefix("[REDACTED:TOKEN]"), text)
+                text = _BEARER_RE.sub(_keep_bearer, text)
         if "api_key" in kinds:
             # Every key format has "_" or "-" except AWS/Google ones: one cheap test rules most text out.
             hint = "_" in text or "-" in text or "AKIA" in text or "AIza" in text
             if hint and any(p in text for p in _API_KEY_PREFIXES):
                 text = _API_KEY_RE.sub(_api_key_replace, text)
-            if ("=" in text or ":" in text) and any(w in text.lower() for w in _KEYED_WORDS):
-                text = _KEYED_RE.sub(_keep_prefix("[REDACTED:API_KEY]"), text)
+            if ("=" in text or ":" in text) and _has_keyed_word(text.lower()):
+                text = _KEYED_RE.sub(_keep_key_name, text)
         if "email" in kinds and "@" in text:
             text = _redact_emails(text)
         raw = text.encode("utf-8", "surrogatepass")
@@ -229,60 +257,26 @@ class Redactor:
     __call__ = redact
 
     def _redact_numbers(self, text: str, raw: bytes) -> str:
-        """Card, IP and phone numbers: the number-run regex runs only inside the stretches of number
-        characters long enough to hold a match (found with bytes operations), not over all the text.
+        """Card, IP and phone numbers, looked for only inside runs of number characters.
         ``raw`` is ``text`` encoded as UTF-8."""
-        runs = raw.translate(_RUN_CLASSES)
-        pos = runs.find(_RUN_HINT)
-        if pos < 0:
-            return text
-        if len(raw) != len(text):  # non-ASCII: byte offsets are not character offsets
-            return _NUMBER_RUN_RE.sub(self._number_run_replace, text)
         out: list[str] = []
         done = 0
         size = len(text)
         marker_of = self._number_marker
-        while pos >= 0:
-            # The stretch is bounded by non-number characters, so every match of the run regex over
-            # the whole text lies inside one stretch. A run is greedy and ends at the stretch's last
-            # digit, so a stretch holds at most one run: one search, not a finditer.
-            start = runs.rfind(b"x", 0, pos) + 1
-            end = runs.find(b"x", pos)
-            if end < 0:
-                end = size
-            run = _NUMBER_RUN_RE.search(text, start, end)
-            if run is not None:
-                run_end = run.end()
-                # A run glued to a word ("…1234567abc") is part of an identifier: left alone.
-                if run_end == size or not (text[run_end].isalnum() or text[run_end] == "_"):
-                    for m in _NUMBER_RE.finditer(text, run.start(), run_end):
-                        marker = marker_of(m)
-                        if marker is not None:
-                            out.append(text[done : m.start()])
-                            out.append(marker)
-                            done = m.end()
-            pos = runs.find(_RUN_HINT, end)
+        for run in _number_runs(text, raw):
+            run_end = run.end()
+            # A run glued to a word ("…1234567abc") is part of an identifier: left alone.
+            if run_end < size and (text[run_end].isalnum() or text[run_end] == "_"):
+                continue
+            for m in _NUMBER_RE.finditer(text, run.start(), run_end):
+                marker = marker_of(m)
+                if marker is not None:
+                    out.append(text[done : m.start()])
+                    out.append(marker)
+                    done = m.end()
         if not out:
             return text
         out.append(text[done:])
-        return "".join(out)
-
-    def _number_run_replace(self, run: re.Match[str]) -> str:
-        text = run.string
-        end = run.end()
-        if end < len(text) and (text[end].isalnum() or text[end] == "_"):
-            return run.group(0)  # glued to a word: part of an identifier
-        out: list[str] = []
-        done = run.start()
-        for m in _NUMBER_RE.finditer(text, done, end):
-            marker = self._number_marker(m)
-            if marker is not None:
-                out.append(text[done : m.start()])
-                out.append(marker)
-                done = m.end()
-        if not out:
-            return run.group(0)
-        out.append(text[done:end])
         return "".join(out)
 
     def _number_marker(self, m: re.Match[str]) -> str | None:
@@ -313,6 +307,14 @@ def _keep_prefix(marker: str) -> Callable[[re.Match[str]], str]:
         return m.group(0)[: m.start(1) - m.start()] + marker
 
     return replace
+
+
+_keep_bearer: Final = _keep_prefix("[REDACTED:TOKEN]")
+_keep_key_name: Final = _keep_prefix("[REDACTED:API_KEY]")
+
+
+def _has_keyed_word(lowered: str) -> bool:
+    return any(word in lowered for word in _KEYED_WORDS)
 
 
 def _api_key_replace(m: re.Match[str]) -> str:

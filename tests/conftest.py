@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -56,40 +57,34 @@ def _migrated_template(pg_admin_url: str) -> str:
     return _TEMPLATE_DB
 
 
-def _create_database(admin_url: str, template: str | None) -> str:
+@contextmanager
+def _temporary_database(admin_url: str, template: str | None) -> Iterator[str]:
+    """A new database (a copy of ``template``, or empty), dropped on exit; yields its URL."""
     name = f"t_{uuid.uuid4().hex[:16]}"
     statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
     if template is not None:
-        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template))
+        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(statement)
-    return name
-
-
-def _drop_database(admin_url: str, name: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    try:
+        yield database_url_for(admin_url, name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture
 def fresh_database_url(pg_admin_url: str) -> Iterator[str]:
     """An empty, never-migrated database, dropped after the test."""
-    name = _create_database(pg_admin_url, None)
-    try:
-        yield database_url_for(pg_admin_url, name)
-    finally:
-        _drop_database(pg_admin_url, name)
+    with _temporary_database(pg_admin_url, None) as url:
+        yield url
 
 
 @pytest.fixture
 def database_url(pg_admin_url: str, _migrated_template: str) -> Iterator[str]:
     """A fresh database at the latest schema version, dropped after the test."""
-    name = _create_database(pg_admin_url, _migrated_template)
-    try:
-        yield database_url_for(pg_admin_url, name)
-    finally:
-        _drop_database(pg_admin_url, name)
+    with _temporary_database(pg_admin_url, _migrated_template) as url:
+        yield url
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import psycopg
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+from tools import wait_for
 
 from otel_chatbot.processor.app import Processor
 from otel_chatbot.processor.config import load_config
@@ -108,11 +109,7 @@ def fetch(url: str, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, .
 
 def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     """Poll ``predicate``; the timeout is only a safety net against hanging, not a measured threshold."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    wait_for(predicate, timeout, what, interval=0.02)
 
 
 @contextmanager

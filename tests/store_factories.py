@@ -13,6 +13,7 @@ from otel_chatbot.processor.model import FeedbackRow, SpanRow, TurnRow
 
 DAY_NS = 86_400 * 10**9
 NOW_NS = (time.time_ns() // DAY_NS) * DAY_NS + 12 * 3600 * 10**9  # today 12:00 UTC: no day boundary nearby
+US = 1000  # Postgres keeps microseconds: distinct event times must differ by at least that
 
 
 def trace_id() -> str:

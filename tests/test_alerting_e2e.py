@@ -26,8 +26,10 @@ from typing import Any
 
 import pytest
 import yaml
+from server_support import base_url, running
+from tools import PROMETHEUS_DIR, alertmanager, free_port, prometheus, stop_process, wait_for
 
-from tests.tools import PROMETHEUS_DIR, alertmanager, free_port, prometheus, stop_process, wait_for
+from otel_chatbot.processor.app import Processor
 
 FALLBACK_WINDOW = "20s"  # production: 10m; long enough for 1 s scrapes, short enough to resolve soon
 SERVICE = "e2e-support-bot"
@@ -204,31 +206,21 @@ class ChatTraffic:
 
 
 @pytest.fixture
-def processor(database_url: str) -> Iterator[Any]:
-    from otel_chatbot.processor.app import Processor
-    from otel_chatbot.processor.config import load_config
-
-    config = load_config({"otlp_http": "127.0.0.1:0", "otlp_grpc": "127.0.0.1:0", "metrics": "127.0.0.1:0",
-                          "database_url": database_url}, {}, None)
-    proc = Processor(config)
-    proc.start()
-    try:
+def processor(database_url: str) -> Iterator[Processor]:
+    with running(database_url) as proc:
         yield proc
-    finally:
-        proc.shutdown()
 
 
 # --- the test ---------------------------------------------------------------------------------------
 def test_fallback_spike_pages_through_prometheus_and_alertmanager_then_resolves(
-        tmp_path: Path, receiver: tuple[Receiver, str], processor: Any,
+        tmp_path: Path, receiver: tuple[Receiver, str], processor: Processor,
         record_property: Callable[[str, object], None]) -> None:
     record, receiver_url = receiver
     prom_port, am_port = free_port(), free_port()
     rules = write_test_rules(tmp_path / "rules")
     write_prometheus_config(tmp_path / "prometheus.yml", rules, processor.metrics_address, am_port)
     am_config = write_alertmanager_config(tmp_path / "am", receiver_url)
-    host, port = processor.http_address
-    traffic = ChatTraffic(f"http://{host}:{port}")
+    traffic = ChatTraffic(base_url(processor))
     children: list[subprocess.Popen[bytes]] = []
     try:
         children.append(start(

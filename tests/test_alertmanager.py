@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from tests.tools import PROMETHEUS_DIR, alertmanager, amtool, free_port, run, stop_process, wait_for
+from tools import PROMETHEUS_DIR, alertmanager, amtool, free_port, run, stop_process, wait_for
 
 CONFIG = PROMETHEUS_DIR / "alertmanager.yml"
 

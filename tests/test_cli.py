@@ -13,9 +13,10 @@ import threading
 
 import httpx
 import pytest
+from server_support import count_spans, turn_request, wait_until, writer_blocked
 
 from otel_chatbot.cli import main
-from tests.server_support import count_spans, turn_request, wait_until, writer_blocked
+from otel_chatbot.store.writer import BatchWriter
 
 COMMANDS = ("serve", "migrate", "demo", "stats", "purge")
 
@@ -82,19 +83,13 @@ def test_unreachable_database_exits_1(capsys: pytest.CaptureFixture[str]) -> Non
     assert err.startswith("otel-chatbot migrate: ") and "Traceback" not in err
 
 
-def test_stats_and_purge(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_stats_and_purge(database_url: str, writer: BatchWriter, capsys: pytest.CaptureFixture[str]) -> None:
     from otel_chatbot.processor.decode import parse_traces
-    from otel_chatbot.processor.model import NormalisedBatch
     from otel_chatbot.processor.normalise import normalise_traces
     from otel_chatbot.processor.pricing import PriceTable
-    from otel_chatbot.store.writer import BatchWriter
 
     body, _ = turn_request(3)
-    batch: NormalisedBatch = normalise_traces(parse_traces(body, "application/x-protobuf"), PriceTable.load())
-    writer = BatchWriter(database_url)
-    writer.start()
-    writer.write(batch)
-    writer.shutdown()
+    writer.write(normalise_traces(parse_traces(body, "application/x-protobuf"), PriceTable.load()))
 
     assert main(["stats", "--database-url", database_url]) == 0
     out = capsys.readouterr().out

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
+import store_factories as f
 
 from otel_chatbot.processor.metrics import ProcessorMetrics
 from otel_chatbot.processor.model import NormalisedBatch
 from otel_chatbot.store.writer import BatchWriter
-from tests import store_factories as f
-
-
-@pytest.fixture
-def writer(database_url: str) -> Iterator[BatchWriter]:
-    w = BatchWriter(database_url)
-    w.start()
-    try:
-        yield w
-    finally:
-        w.shutdown()
 
 
 def _conversation() -> NormalisedBatch:

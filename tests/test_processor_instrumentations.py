@@ -24,7 +24,7 @@ from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as GenAIO
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from server_support import fetch, running
+from server_support import base_url, fetch, running
 
 from otel_chatbot.processor.app import Processor
 
@@ -46,8 +46,7 @@ def _provider(processor: Processor, service: str, transport: str) -> TracerProvi
         exporter: HttpSpanExporter | GrpcSpanExporter = GrpcSpanExporter(
             endpoint=f"http://{host}:{port}", insecure=True)
     else:
-        host, port = processor.http_address
-        exporter = HttpSpanExporter(endpoint=f"http://{host}:{port}/v1/traces")
+        exporter = HttpSpanExporter(endpoint=f"{base_url(processor)}/v1/traces")
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider

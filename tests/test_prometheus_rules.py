@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from tests.tools import PROMETHEUS_DIR, ROOT, promtool, run
+from tools import PROMETHEUS_DIR, ROOT, promtool, run
 
 RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
 TEST_FILES = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))

@@ -6,31 +6,24 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from server_support import running
 
 import otel_chatbot
-from otel_chatbot.processor import app
-from otel_chatbot.processor.config import ProcessorConfig
+from otel_chatbot.processor.app import Processor
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def processor(database_url: str) -> Iterator[object]:
-    config = ProcessorConfig(otlp_http="127.0.0.1:0", otlp_grpc="127.0.0.1:0", metrics="127.0.0.1:0",
-                             database_url=database_url, migrate=False)
-    proc = app.Processor(config)
-    proc.start()
-    try:
+def processor(database_url: str) -> Iterator[Processor]:
+    with running(database_url, migrate=False) as proc:
         yield proc
-    finally:
-        proc.shutdown()
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
-def test_turn_session_tokens_fallback_and_feedback_reach_postgres(processor: object, database_url: str,
+def test_turn_session_tokens_fallback_and_feedback_reach_postgres(processor: Processor, database_url: str,
                                                                  protocol: str) -> None:
-    proc: app.Processor = processor  # type: ignore[assignment]
-    host, port = proc.http_address if protocol == "http/protobuf" else proc.grpc_address
+    host, port = processor.http_address if protocol == "http/protobuf" else processor.grpc_address
     otel_chatbot.instrument("e2e-bot", endpoint=f"http://{host}:{port}", protocol=protocol, set_global=False,
                             instrument_libraries=False)
     try:

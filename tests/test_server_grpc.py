@@ -21,9 +21,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from server_support import count_spans, fetch, running, turn_request
 
 from otel_chatbot.processor.app import Processor
-from tests.server_support import count_spans, fetch, running, turn_request
 
 _EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 

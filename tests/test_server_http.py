@@ -19,9 +19,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from server_support import base_url, count_spans, fetch, running, turn_request
 
 from otel_chatbot.processor.app import Processor
-from tests.server_support import base_url, count_spans, fetch, running, turn_request
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 TESTDATA = Path(__file__).parent / "testdata"

@@ -16,13 +16,7 @@ import pytest
 from google.rpc.error_details_pb2 import RetryInfo
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
-
-from otel_chatbot.processor.model import NormalisedBatch
-from otel_chatbot.processor.pipeline import Pipeline, QueueFull, Unavailable
-from otel_chatbot.store.embedded import EmbeddedPostgres
-from otel_chatbot.store.migrate import migrate
-from otel_chatbot.store.writer import BatchWriter
-from tests.server_support import (
+from server_support import (
     base_url,
     count_spans,
     fetch,
@@ -32,7 +26,13 @@ from tests.server_support import (
     wait_until,
     writer_blocked,
 )
-from tests.store_factories import span, trace_id
+from store_factories import span, trace_id
+
+from otel_chatbot.processor.model import NormalisedBatch
+from otel_chatbot.processor.pipeline import Pipeline, QueueFull, Unavailable
+from otel_chatbot.store.embedded import EmbeddedPostgres
+from otel_chatbot.store.migrate import migrate
+from otel_chatbot.store.writer import BatchWriter
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 

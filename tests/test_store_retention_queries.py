@@ -14,15 +14,6 @@ from otel_chatbot.store.retention import purge_older_than
 from otel_chatbot.store.writer import BatchWriter
 
 
-def _write(url: str, batch: NormalisedBatch) -> None:
-    writer = BatchWriter(url)
-    writer.start()
-    try:
-        writer.write(batch)
-    finally:
-        writer.shutdown()
-
-
 def test_purge_drops_only_partitions_entirely_older_than_the_cutoff(database_url: str) -> None:
     old_t, recent_t = trace_id(), trace_id()
     ten_days_ago = NOW_NS - 10 * DAY_NS
@@ -58,9 +49,9 @@ def test_purge_rejects_negative_days(database_url: str) -> None:
         purge_older_than(database_url, -1)
 
 
-def test_chat_summary_and_turn_exists(database_url: str) -> None:
+def test_chat_summary_and_turn_exists(writer: BatchWriter, database_url: str) -> None:
     a, b, c = trace_id(), trace_id(), trace_id()
-    _write(database_url, NormalisedBatch(
+    writer.write(NormalisedBatch(
         spans=[llm_span(a, input_tokens=100, output_tokens=10, cost_usd=0.5),
                llm_span(b, input_tokens=50, output_tokens=5, cost_usd=0.25, model="gpt-4o-mini")],
         turns=[turn(a, session="s1", user="u1", fallback=True),

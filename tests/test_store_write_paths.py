@@ -6,14 +6,12 @@ from __future__ import annotations
 import psycopg
 import pytest
 from psycopg import sql
-from store_factories import NOW_NS, feedback, llm_span, rows, span, trace_id, turn
+from store_factories import NOW_NS, US, feedback, llm_span, rows, span, trace_id, turn
 
 from otel_chatbot.processor.model import NormalisedBatch
 from otel_chatbot.store.copyrows import TurnEncoder
 from otel_chatbot.store.migrate import LATEST_VERSION, load_migrations, migrate
 from otel_chatbot.store.writer import BatchWriter, WriteRejected, plan_turns
-
-US = 1000
 
 
 def test_encoded_values_round_trip_including_nulls_unicode_and_partial_usage(writer: BatchWriter,

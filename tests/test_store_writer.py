@@ -5,12 +5,10 @@ from __future__ import annotations
 import threading
 
 import pytest
-from store_factories import DAY_NS, NOW_NS, feedback, llm_span, rows, span, trace_id, turn
+from store_factories import DAY_NS, NOW_NS, US, feedback, llm_span, rows, span, trace_id, turn
 
 from otel_chatbot.processor.model import NormalisedBatch
 from otel_chatbot.store.writer import BatchWriter, WriteRejected, fold_auto_turns
-
-US = 1000  # Postgres keeps microseconds: distinct event times must differ by at least that
 
 
 def test_retried_batch_never_duplicates_and_reports_nothing_new(writer: BatchWriter,

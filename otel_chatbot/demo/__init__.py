@@ -47,14 +47,10 @@ class _Progress:
 def _summary_text(database_url: str) -> str:
     import psycopg
 
-    with psycopg.connect(database_url) as conn:
-        try:
-            from otel_chatbot.store import queries
-        except ImportError:  # until the store's read queries exist, use the demo's own SQL
-            from otel_chatbot.demo import summary
+    from otel_chatbot.store.queries import chat_summary, format_summary
 
-            return summary.format_summary(summary.chat_summary(conn))
-        return str(queries.format_summary(queries.chat_summary(conn)))
+    with psycopg.connect(database_url) as conn:
+        return format_summary(chat_summary(conn))
 
 
 def run_demo(config: ProcessorConfig, *, duration: float | None, rate: float, once: bool,

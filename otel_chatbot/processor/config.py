@@ -110,6 +110,9 @@ class ProcessorConfig:
 
 
 FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(ProcessorConfig)}
+# Settings that may be unset: an empty value (flag, config file) means None. Read off the field
+# types (strings, under ``from __future__ import annotations``) so a new optional field needs no list.
+_OPTIONAL = frozenset(name for name, f in FIELDS.items() if str(f.type).endswith("| None"))
 
 
 def env_name(key: str) -> str:
@@ -174,9 +177,9 @@ def _known(key: str, what: str) -> None:
 
 def _coerce(key: str, value: object) -> object:
     kind = FIELDS[key].type
-    if key in ("database_url", "auth_token", "prices_file", "cors_origins") and value in (None, ""):
+    if key in _OPTIONAL and value in (None, ""):
         return None
-    if kind in ("int",):
+    if kind == "int":
         return parse_size(key, value) if key == "max_body_bytes" else _int(key, value)
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, int | float | str):

@@ -1,4 +1,5 @@
-"""OTLP request bodies → protobuf messages, and the fast attribute decoding normalise.py uses.
+"""OTLP request bodies → protobuf messages, the fast attribute decoding normalise.py uses, and the
+export responses both receivers send.
 
 Speed note: with the upb protobuf runtime every field access on a parsed message builds a Python
 wrapper, and an attribute (KeyValue → AnyValue → oneof) costs about a microsecond that way. So
@@ -18,8 +19,16 @@ from typing import Any, Final
 import orjson
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError as _ProtobufDecodeError
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
@@ -42,7 +51,7 @@ class UnsupportedContentType(DecodeError):
 
 
 # --- the raw message types -----------------------------------------------------------------
-def _raw_types() -> tuple[Any, Any]:
+def _raw_traces_request_type() -> Any:
     f = descriptor_pb2.FieldDescriptorProto
     file = descriptor_pb2.FileDescriptorProto(
         name="otel_chatbot/raw_trace.proto", package="otel_chatbot.raw", syntax="proto3"
@@ -84,19 +93,22 @@ def _raw_types() -> tuple[Any, Any]:
     message("ExportTraceServiceRequest", ("resource_spans", 1, msg, True, "ResourceSpans"))
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
-    request = message_factory.GetMessageClass(
+    return message_factory.GetMessageClass(
         pool.FindMessageTypeByName("otel_chatbot.raw.ExportTraceServiceRequest")
     )
-    span = message_factory.GetMessageClass(pool.FindMessageTypeByName("otel_chatbot.raw.Span"))
-    return request, span
 
 
-RawTracesRequest, RawSpan = _raw_types()
+RawTracesRequest = _raw_traces_request_type()
 
 
 # --- request parsing -------------------------------------------------------------------------
-def _media_type(content_type: str) -> str:
+def media_type(content_type: str) -> str:
+    """The media type of a ``Content-Type`` header: parameters (``; charset=…``) dropped, lowercased."""
     return content_type.split(";", 1)[0].strip().lower()
+
+
+def is_protobuf(content_type: str) -> bool:
+    return media_type(content_type) in _PROTOBUF_TYPES
 
 
 def parse_traces(body: bytes, content_type: str) -> TracesRequest:
@@ -119,7 +131,7 @@ def parse_logs(body: bytes, content_type: str) -> Any:
 def _parse(body: bytes, content_type: str, protobuf_type: Any, message_name: str,
            from_json: Callable[[object], Any]) -> Any:
     """One OTLP body by its content type: protobuf into ``protobuf_type``, JSON through ``from_json``."""
-    media = _media_type(content_type)
+    media = media_type(content_type)
     if media in _PROTOBUF_TYPES:
         request = protobuf_type()
         try:
@@ -299,3 +311,25 @@ def decode_events(encoded: Sequence[bytes]) -> list[dict[str, Any]]:
             }
         )
     return events
+
+
+# --- export responses ------------------------------------------------------------------------
+# Unusable feedback (rating not up/down, no turn id) is reported as a partial success, not a
+# rejection: the rest of the request is stored, so the Collector must not retry it.
+def traces_response(invalid_feedback: int) -> ExportTraceServiceResponse:
+    """The answer to a trace export whose batch dropped ``invalid_feedback`` feedback spans."""
+    if not invalid_feedback:
+        return ExportTraceServiceResponse()
+    # The spans themselves are stored (rejected_spans=0); only their feedback was ignored.
+    return ExportTraceServiceResponse(partial_success=ExportTracePartialSuccess(
+        rejected_spans=0, error_message=f"{invalid_feedback} feedback span(s) ignored: "
+        "chat.feedback.rating must be 'up' or 'down' and chat.turn.id must be set"))
+
+
+def logs_response(invalid_feedback: int) -> ExportLogsServiceResponse:
+    """The answer to a logs export whose batch dropped ``invalid_feedback`` feedback records."""
+    if not invalid_feedback:
+        return ExportLogsServiceResponse()
+    return ExportLogsServiceResponse(partial_success=ExportLogsPartialSuccess(
+        rejected_log_records=invalid_feedback,
+        error_message="feedback records need chat.turn.id and chat.feedback.rating 'up' or 'down'"))

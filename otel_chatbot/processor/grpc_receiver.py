@@ -8,7 +8,6 @@ bad data, UNAUTHENTICATED without the token; grpcio answers RESOURCE_EXHAUSTED b
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from concurrent import futures
 from typing import Any, NoReturn
@@ -19,30 +18,27 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc.error_details_pb2 import RetryInfo  # type: ignore[import-untyped]
 from google.rpc.status_pb2 import Status  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
-    ExportLogsPartialSuccess,
-    ExportLogsServiceResponse,
-)
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTracePartialSuccess,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from otel_chatbot.processor.auth import BearerAuth
-from otel_chatbot.processor.decode import DecodeError, parse_logs, parse_traces
+from otel_chatbot.processor.decode import (
+    PROTOBUF,
+    DecodeError,
+    logs_response,
+    parse_logs,
+    parse_traces,
+    traces_response,
+)
 from otel_chatbot.processor.model import NormalisedBatch
-from otel_chatbot.processor.normalise import normalise_logs, normalise_traces
+from otel_chatbot.processor.normalise import Redact, normalise_logs, normalise_traces
 from otel_chatbot.processor.pipeline import Pipeline, Refused, Rejected
 from otel_chatbot.processor.pricing import PriceTable
 
-_log = logging.getLogger(__name__)
-_PROTOBUF = "application/x-protobuf"
 _TRANSPORT = "grpc"
 _TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 _LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
-
-Redact = Callable[[str], str]
 
 
 def _identity(data: bytes) -> bytes:
@@ -95,15 +91,11 @@ class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def Export(self, request: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
         self._h.check_auth(context)
         try:
-            batch = normalise_traces(parse_traces(request, _PROTOBUF), self._prices, self._redact)
+            batch = normalise_traces(parse_traces(request, PROTOBUF), self._prices, self._redact)
         except DecodeError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         self._h.commit(batch, context)
-        if batch.invalid_feedback:
-            return ExportTraceServiceResponse(partial_success=ExportTracePartialSuccess(
-                rejected_spans=0, error_message=f"{batch.invalid_feedback} feedback span(s) ignored: "
-                "chat.feedback.rating must be 'up' or 'down' and chat.turn.id must be set"))
-        return ExportTraceServiceResponse()
+        return traces_response(batch.invalid_feedback)
 
 
 class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
@@ -114,15 +106,11 @@ class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
     def Export(self, request: bytes, context: grpc.ServicerContext) -> ExportLogsServiceResponse:
         self._h.check_auth(context)
         try:
-            batch = normalise_logs(parse_logs(request, _PROTOBUF), self._redact)
+            batch = normalise_logs(parse_logs(request, PROTOBUF), self._redact)
         except DecodeError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         self._h.commit(batch, context)
-        if batch.invalid_feedback:
-            return ExportLogsServiceResponse(partial_success=ExportLogsPartialSuccess(
-                rejected_log_records=batch.invalid_feedback,
-                error_message="feedback records need chat.turn.id and chat.feedback.rating 'up' or 'down'"))
-        return ExportLogsServiceResponse()
+        return logs_response(batch.invalid_feedback)
 
 
 def _unary(method: Callable[[bytes, grpc.ServicerContext], Any]) -> grpc.RpcMethodHandler:

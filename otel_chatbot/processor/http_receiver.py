@@ -20,14 +20,6 @@ from typing import Any
 import orjson
 import uvicorn
 from google.rpc.status_pb2 import Status  # type: ignore[import-untyped]
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
-    ExportLogsPartialSuccess,
-    ExportLogsServiceResponse,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTracePartialSuccess,
-    ExportTraceServiceResponse,
-)
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -35,18 +27,27 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from otel_chatbot import semconv as sc
 from otel_chatbot.processor.auth import BearerAuth
-from otel_chatbot.processor.decode import DecodeError, UnsupportedContentType, parse_logs, parse_traces
+from otel_chatbot.processor.decode import (
+    JSON,
+    PROTOBUF,
+    DecodeError,
+    UnsupportedContentType,
+    is_protobuf,
+    logs_response,
+    media_type,
+    parse_logs,
+    parse_traces,
+    traces_response,
+)
 from otel_chatbot.processor.model import FeedbackRow, NormalisedBatch
-from otel_chatbot.processor.normalise import normalise_logs, normalise_traces
+from otel_chatbot.processor.normalise import Redact, normalise_logs, normalise_traces
 from otel_chatbot.processor.pipeline import Pipeline, Refused, Rejected, Unavailable
 from otel_chatbot.processor.pricing import PriceTable
 
 _log = logging.getLogger(__name__)
 
-PROTOBUF = "application/x-protobuf"
-JSON = "application/json"
-_PROTOBUF_TYPES = frozenset({PROTOBUF, "application/protobuf", "application/vnd.google.protobuf"})
 _TRANSPORT = "http"
 # google.rpc.Code values carried in the Status body
 _INVALID_ARGUMENT, _RESOURCE_EXHAUSTED, _UNAUTHENTICATED, _UNAVAILABLE = 3, 8, 16, 14
@@ -55,7 +56,6 @@ _MAX_COMMENT = 10_000
 
 ReadyCheck = Callable[[], tuple[bool, str]]
 TurnExists = Callable[[str], bool]
-Redact = Callable[[str], str]
 
 
 class HttpError(Exception):
@@ -67,15 +67,11 @@ class HttpError(Exception):
         self.retry_after = retry_after
 
 
-def _media(content_type: str) -> str:
-    return content_type.split(";", 1)[0].strip().lower()
-
-
 def error_response(error: HttpError, content_type: str) -> Response:
     """A google.rpc.Status body: protobuf for protobuf requests, JSON otherwise."""
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
     message = str(error)
-    if _media(content_type) in _PROTOBUF_TYPES:
+    if is_protobuf(content_type):
         body = Status(code=error.code, message=message).SerializeToString()
         return Response(body, error.status, headers, media_type=PROTOBUF)
     return Response(orjson.dumps({"code": error.code, "message": message}), error.status, headers,
@@ -245,14 +241,7 @@ class HttpReceiver:
             batch = await self._receive(request, content_type, self._decode_traces)
         except HttpError as exc:
             return error_response(exc, content_type)
-        partial = None
-        if batch.invalid_feedback:
-            # The spans are stored; only their feedback rating was unusable: a warning, not a rejection.
-            partial = ExportTracePartialSuccess(
-                rejected_spans=0, error_message=f"{batch.invalid_feedback} feedback span(s) ignored: "
-                "chat.feedback.rating must be 'up' or 'down' and chat.turn.id must be set")
-        return _otlp_response(ExportTraceServiceResponse(partial_success=partial), content_type,
-                              "rejectedSpans", 0)
+        return _otlp_response(traces_response(batch.invalid_feedback), content_type, "rejectedSpans", 0)
 
     async def _logs(self, request: Request) -> Response:
         content_type = request.headers.get("content-type", "")
@@ -260,19 +249,14 @@ class HttpReceiver:
             batch = await self._receive(request, content_type, self._decode_logs)
         except HttpError as exc:
             return error_response(exc, content_type)
-        partial = None
-        if batch.invalid_feedback:
-            partial = ExportLogsPartialSuccess(
-                rejected_log_records=batch.invalid_feedback,
-                error_message="feedback records need chat.turn.id and chat.feedback.rating 'up' or 'down'")
-        return _otlp_response(ExportLogsServiceResponse(partial_success=partial), content_type,
-                              "rejectedLogRecords", batch.invalid_feedback)
+        return _otlp_response(logs_response(batch.invalid_feedback), content_type, "rejectedLogRecords",
+                              batch.invalid_feedback)
 
     # --- API -------------------------------------------------------------------------------------
     async def _feedback(self, request: Request) -> Response:
         try:
             self._check_auth(request)
-            if _media(request.headers.get("content-type", JSON)) != JSON:
+            if media_type(request.headers.get("content-type", JSON)) != JSON:
                 raise HttpError(415, "expected Content-Type application/json")
             row = self._feedback_row(await self._body(request))
             if not await asyncio.to_thread(self._turn_exists, row.turn_id):
@@ -296,7 +280,7 @@ class HttpReceiver:
         turn_id, rating, comment = data.get("turn_id"), data.get("rating"), data.get("comment")
         if not isinstance(turn_id, str) or not turn_id.strip() or len(turn_id) > _MAX_TURN_ID:
             raise HttpError(400, f"turn_id: expected a non-empty string of at most {_MAX_TURN_ID} characters")
-        if rating not in ("up", "down"):
+        if rating not in sc.FEEDBACK_RATINGS:
             raise HttpError(400, f"rating: expected 'up' or 'down', got {rating!r}")
         if comment is not None and (not isinstance(comment, str) or len(comment) > _MAX_COMMENT):
             raise HttpError(400, f"comment: expected a string of at most {_MAX_COMMENT} characters")
@@ -318,7 +302,7 @@ _EMPTY_JSON = b"{}"
 
 
 def _otlp_response(message: Any, content_type: str, rejected_key: str, rejected: int) -> Response:
-    if _media(content_type) in _PROTOBUF_TYPES:
+    if is_protobuf(content_type):
         return Response(message.SerializeToString(), 200, media_type=PROTOBUF)
     if not message.HasField("partial_success"):
         return Response(_EMPTY_JSON, 200, media_type=JSON)

@@ -22,6 +22,8 @@ from otel_chatbot.processor.model import FeedbackRow, NormalisedBatch, SpanRow, 
 from otel_chatbot.processor.pricing import PriceTable
 
 Redact = Callable[[str], str]
+# Searches a parsed message value for text; the int is the nesting depth (bounded).
+TextIn = Callable[[Any, int], str | None]
 
 _STATUS_ERROR: Final = 2
 _DEFAULT_SERVICE: Final = "unknown_service"
@@ -698,24 +700,24 @@ _OUTPUT_TEXT_KEYS: Final = (
 
 def user_message_of(attributes: dict[str, Any]) -> str | None:
     """The end user's text in a span's attributes, from whichever convention carries it."""
-    return _message_of(attributes, sc.INPUT_MESSAGE_ALIASES, _user_text, sc.LEGACY_PROMPT_PREFIX,
+    return _message_of(attributes, sc.INPUT_MESSAGE_ALIASES, _user_text_in, sc.LEGACY_PROMPT_PREFIX,
                        sc.OPENINFERENCE_INPUT_MESSAGES_PREFIX, user=True)
 
 
 def bot_response_of(attributes: dict[str, Any]) -> str | None:
     """The bot's answer in a span's attributes, from whichever convention carries it."""
-    return _message_of(attributes, sc.OUTPUT_MESSAGE_ALIASES, _bot_text, sc.LEGACY_COMPLETION_PREFIX,
+    return _message_of(attributes, sc.OUTPUT_MESSAGE_ALIASES, _bot_text_in, sc.LEGACY_COMPLETION_PREFIX,
                        sc.OPENINFERENCE_OUTPUT_MESSAGES_PREFIX, user=False)
 
 
-def _message_of(attributes: dict[str, Any], aliases: tuple[str, ...], text_of: Callable[[Any], str | None],
+def _message_of(attributes: dict[str, Any], aliases: tuple[str, ...], text_in: TextIn,
                 legacy_prefix: str, openinference_prefix: str, *, user: bool) -> str | None:
     """First text found: whole-message attributes (aliases), then legacy GenAI indexed messages,
     then OpenInference flattened messages."""
     for key in aliases:
         value = attributes.get(key)
         if value is not None and value != "":
-            text = text_of(value)
+            text = _text_of(value, text_in)
             if text:
                 return text
     return _indexed_text(attributes, legacy_prefix, ".content", ".role", user=user) or _indexed_text(
@@ -733,19 +735,13 @@ def _parse_json_text(value: Any) -> Any:
     return value
 
 
-def _user_text(value: Any) -> str | None:
+def _text_of(value: Any, text_in: TextIn) -> str | None:
+    """An attribute's text: plain text as is; JSON (or a structured value) searched with ``text_in``,
+    falling back to the raw text when the search finds nothing."""
     parsed = _parse_json_text(value)
     if parsed is value and isinstance(value, str):
         return value
-    text = _user_text_in(parsed, 0)
-    return text if text is not None else (value if isinstance(value, str) else None)
-
-
-def _bot_text(value: Any) -> str | None:
-    parsed = _parse_json_text(value)
-    if parsed is value and isinstance(value, str):
-        return value
-    text = _bot_text_in(parsed, 0)
+    text = text_in(parsed, 0)
     return text if text is not None else (value if isinstance(value, str) else None)
 
 
@@ -755,10 +751,10 @@ def _user_text_in(obj: Any, depth: int) -> str | None:
     if isinstance(obj, str):
         return obj or None
     if isinstance(obj, list):
-        return _message_text(obj, _USER_ROLES, last=True)
+        return _message_text(obj, _USER_ROLES)
     if isinstance(obj, dict):
         if "messages" in obj:
-            text = _message_text(obj["messages"], _USER_ROLES, last=True)
+            text = _message_text(obj["messages"], _USER_ROLES)
             if text is not None:
                 return text
         for key in _INPUT_TEXT_KEYS:
@@ -776,7 +772,7 @@ def _bot_text_in(obj: Any, depth: int) -> str | None:
     if isinstance(obj, str):
         return obj or None
     if isinstance(obj, list):
-        return _message_text(obj, _ASSISTANT_ROLES, last=True)
+        return _message_text(obj, _ASSISTANT_ROLES)
     if isinstance(obj, dict):
         choices = obj.get("choices")  # an OpenAI chat completion
         if isinstance(choices, list) and choices and isinstance(choices[0], dict):
@@ -802,7 +798,7 @@ def _bot_text_in(obj: Any, depth: int) -> str | None:
             if text is not None:
                 return text
         if "messages" in obj:
-            text = _message_text(obj["messages"], _ASSISTANT_ROLES, last=True)
+            text = _message_text(obj["messages"], _ASSISTANT_ROLES)
             if text is not None:
                 return text
         if obj.get("role") in _ASSISTANT_ROLES or obj.get("type") in ("message", "ai"):
@@ -888,11 +884,11 @@ def _content_text(content: Any) -> str | None:
     return None
 
 
-def _message_text(messages: Any, roles: frozenset[str], *, last: bool) -> str | None:
+def _message_text(messages: Any, roles: frozenset[str]) -> str | None:
+    """The newest message with one of ``roles`` (lists are in chat order: the last one is the newest)."""
     flat = _flatten_messages(messages)
-    ordered = reversed(flat) if last else iter(flat)
     any_role = False
-    for message in ordered:
+    for message in reversed(flat):
         role = _role(message)
         any_role = any_role or role is not None
         if role in roles:
@@ -900,7 +896,7 @@ def _message_text(messages: Any, roles: frozenset[str], *, last: bool) -> str | 
             if text is not None:
                 return text
     if not any_role and flat:  # a plain list of texts: the last one is the newest
-        return _message_content(flat[-1] if last else flat[0])
+        return _message_content(flat[-1])
     return None
 
 

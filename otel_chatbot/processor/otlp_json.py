@@ -10,6 +10,7 @@ Errors are ``ValueError`` whose message names the offending field; decode.py wra
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from typing import Any
 
 from google.protobuf import json_format
@@ -22,38 +23,43 @@ _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 def traces_from_json(document: object) -> Any:
     """An ``ExportTraceServiceRequest`` from a decoded OTLP/JSON document."""
     root = _object(document, "body")
-    for i, rs in enumerate(_list(root, ("resourceSpans", "resource_spans"), "")):
-        rs_path = f"resourceSpans[{i}]"
-        for j, ss in enumerate(_list(_object(rs, rs_path), ("scopeSpans", "scope_spans"), rs_path)):
-            ss_path = f"{rs_path}.scopeSpans[{j}]"
-            for k, span in enumerate(_list(_object(ss, ss_path), ("spans",), ss_path)):
-                path = f"{ss_path}.spans[{k}]"
-                span = _object(span, path)
-                _fix_id(span, ("traceId", "trace_id"), 16, path, required=True)
-                _fix_id(span, ("spanId", "span_id"), 8, path, required=True)
-                _fix_id(span, ("parentSpanId", "parent_span_id"), 8, path, required=False)
-                for m, link in enumerate(_list(span, ("links",), path)):
-                    link_path = f"{path}.links[{m}]"
-                    link = _object(link, link_path)
-                    _fix_id(link, ("traceId", "trace_id"), 16, link_path, required=True)
-                    _fix_id(link, ("spanId", "span_id"), 8, link_path, required=True)
+    for span, path in _records(root, ("resourceSpans", "resource_spans"), ("scopeSpans", "scope_spans"),
+                               ("spans",)):
+        _fix_ids(span, path, required=True)
+        _fix_id(span, ("parentSpanId", "parent_span_id"), 8, path, required=False)
+        for m, link in enumerate(_list(span, ("links",), path)):
+            link_path = f"{path}.links[{m}]"
+            _fix_ids(_object(link, link_path), link_path, required=True)
     return _parse(root, ExportTraceServiceRequest())
 
 
 def logs_from_json(document: object) -> Any:
     """An ``ExportLogsServiceRequest`` from a decoded OTLP/JSON document."""
     root = _object(document, "body")
-    for i, rl in enumerate(_list(root, ("resourceLogs", "resource_logs"), "")):
-        rl_path = f"resourceLogs[{i}]"
-        for j, sl in enumerate(_list(_object(rl, rl_path), ("scopeLogs", "scope_logs"), rl_path)):
-            sl_path = f"{rl_path}.scopeLogs[{j}]"
-            for k, record in enumerate(_list(_object(sl, sl_path), ("logRecords", "log_records"), sl_path)):
-                path = f"{sl_path}.logRecords[{k}]"
-                record = _object(record, path)
-                # Log records need not belong to a trace: empty ids are allowed here.
-                _fix_id(record, ("traceId", "trace_id"), 16, path, required=False)
-                _fix_id(record, ("spanId", "span_id"), 8, path, required=False)
+    for record, path in _records(root, ("resourceLogs", "resource_logs"), ("scopeLogs", "scope_logs"),
+                                 ("logRecords", "log_records")):
+        # Log records need not belong to a trace: empty ids are allowed here.
+        _fix_ids(record, path, required=False)
     return _parse(root, ExportLogsServiceRequest())
+
+
+def _records(root: dict[str, Any], resource_keys: tuple[str, ...], scope_keys: tuple[str, ...],
+             record_keys: tuple[str, ...]) -> Iterator[tuple[dict[str, Any], str]]:
+    """Each record (span, log record) of resource → scope → record lists, with its path for errors
+    (named after the first, lowerCamelCase key: ``resourceSpans[0].scopeSpans[1].spans[2]``)."""
+    for i, resource in enumerate(_list(root, resource_keys, "")):
+        resource_path = f"{resource_keys[0]}[{i}]"
+        for j, scope in enumerate(_list(_object(resource, resource_path), scope_keys, resource_path)):
+            scope_path = f"{resource_path}.{scope_keys[0]}[{j}]"
+            for k, record in enumerate(_list(_object(scope, scope_path), record_keys, scope_path)):
+                path = f"{scope_path}.{record_keys[0]}[{k}]"
+                yield _object(record, path), path
+
+
+def _fix_ids(obj: dict[str, Any], path: str, *, required: bool) -> None:
+    """The trace and span id of a span, link or log record."""
+    _fix_id(obj, ("traceId", "trace_id"), 16, path, required=required)
+    _fix_id(obj, ("spanId", "span_id"), 8, path, required=required)
 
 
 def _parse(root: dict[str, Any], message: Any) -> Any:

@@ -164,7 +164,7 @@ class Pipeline:
             done: Future[CommitResult] = Future()
             done.set_result(CommitResult())
             return done
-        size = len(batch.spans) + len(batch.feedback)
+        size = len(batch)  # spans + feedback rows: what the queue bound counts
         item = _Item(batch, transport, size)
         with self._cond:
             refusal = self._refusal(size)

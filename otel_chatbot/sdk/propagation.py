@@ -15,7 +15,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-__all__ = ["TurnAttributesProcessor", "current_turn_attributes", "enter_turn", "exit_turn"]
+__all__ = ["TurnAttributesProcessor", "enter_turn", "exit_turn"]
 
 _TURN_ATTRIBUTES: ContextVar[dict[str, Any] | None] = ContextVar("otel_chatbot_turn", default=None)
 
@@ -31,10 +31,6 @@ def exit_turn(token: Token[dict[str, Any] | None]) -> None:
     except ValueError:
         # Exited in another context than entered (a generator resumed elsewhere): clear instead.
         _TURN_ATTRIBUTES.set(None)
-
-
-def current_turn_attributes() -> dict[str, Any] | None:
-    return _TURN_ATTRIBUTES.get()
 
 
 class TurnAttributesProcessor(SpanProcessor):

@@ -128,15 +128,9 @@ class ChatTurn:
             semconv.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
             semconv.GEN_AI_USAGE_OUTPUT_TOKENS: output_tokens,
             semconv.CHAT_IN_TURN: self.id,
+            # Explicit, so a usage recorded after the turn's block has exited still carries them.
+            **_identity_attributes(self.session_id, self.user_id, self.source),
         }
-        # Explicit, so a usage recorded after the turn's block has exited still carries them.
-        if self.session_id:
-            attributes[semconv.SESSION_ID] = self.session_id
-            attributes[semconv.GEN_AI_CONVERSATION_ID] = self.session_id
-        if self.user_id:
-            attributes[semconv.USER_ID] = self.user_id
-        if self.source:
-            attributes[semconv.CHAT_SOURCE] = self.source
         if provider:
             attributes[semconv.GEN_AI_PROVIDER_NAME] = provider
         end = time.time_ns()
@@ -159,6 +153,19 @@ def current_turn() -> ChatTurn | None:
 
 def _new_turn_id() -> str:
     return os.urandom(16).hex()
+
+
+def _identity_attributes(session_id: str | None, user_id: str | None, source: str | None) -> dict[str, Any]:
+    """Session, user and channel as every span of a turn carries them (empty values left out)."""
+    attributes: dict[str, Any] = {}
+    if session_id:
+        attributes[semconv.SESSION_ID] = session_id
+        attributes[semconv.GEN_AI_CONVERSATION_ID] = session_id
+    if user_id:
+        attributes[semconv.USER_ID] = user_id
+    if source:
+        attributes[semconv.CHAT_SOURCE] = source
+    return attributes
 
 
 class _TurnScope:
@@ -197,14 +204,7 @@ class _TurnScope:
         conf = _settings()
         turn_id = self._turn_id or _new_turn_id()
         # What every span of the turn carries (the turn span adds chat.turn.id instead of in_turn).
-        shared: dict[str, Any] = {}
-        if self._session_id:
-            shared[semconv.SESSION_ID] = self._session_id
-            shared[semconv.GEN_AI_CONVERSATION_ID] = self._session_id
-        if self._user_id:
-            shared[semconv.USER_ID] = self._user_id
-        if self._source:
-            shared[semconv.CHAT_SOURCE] = self._source
+        shared = _identity_attributes(self._session_id, self._user_id, self._source)
         attributes = dict(shared)
         attributes[semconv.CHAT_TURN_ID] = turn_id
         attributes[semconv.OPENINFERENCE_SPAN_KIND] = "CHAIN"
@@ -278,7 +278,9 @@ class _TurnScope:
 
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
         signature = inspect.signature(fn)
-        bindable = [(param, _BINDABLE[param]) for param in signature.parameters if param in _BINDABLE]
+        # Only fields chat_turn(...) left unset are filled from the call: decided once, here.
+        bindable = [(param, _BINDABLE[param]) for param in signature.parameters
+                    if param in _BINDABLE and getattr(self, f"_{_BINDABLE[param]}") is None]
 
         def scope_for(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _TurnScope:
             overrides: dict[str, str] = {}
@@ -289,7 +291,7 @@ class _TurnScope:
                     bound = {}
                 for param, field in bindable:
                     value = bound.get(param)
-                    if isinstance(value, str) and getattr(self, f"_{field}") is None:
+                    if isinstance(value, str):
                         overrides[field] = value
             return self._copy(overrides)
 

@@ -98,8 +98,7 @@ def copy_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
 def copy_spans(cur: psycopg.Cursor[Any], table: str, spans: Iterable[SpanRow]) -> None:
     """COPY spans into ``table`` (a cursor from copy_cursor; check out_of_range_span first: binary COPY
     would keep only the low bytes of an integer too big for its column)."""
-    statement = f"COPY {table} ({', '.join(SPAN_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-    with cur.copy(statement) as copy:  # type: ignore[arg-type]
+    with cur.copy(_copy_statement(table, SPAN_COLUMNS)) as copy:  # type: ignore[arg-type]
         copy.set_types(list(SPAN_TYPES))
         write = copy.write_row
         # The hot loop: one tuple per span, nothing else.
@@ -109,6 +108,9 @@ def copy_spans(cur: psycopg.Cursor[Any], table: str, spans: Iterable[SpanRow]) -
                    s.provider, s.input_tokens, s.output_tokens, s.cost_usd, s.operation, s.attributes_json,
                    s.resource_json, s.events_json))
 
+
+def _copy_statement(table: str, columns: tuple[str, ...]) -> str:
+    return f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
 
 
 def _text(value: str) -> bytes:
@@ -143,6 +145,8 @@ class TurnEncoder:
     """Turns → binary COPY payloads. One per writer (its caches are not shared)."""
 
     def __init__(self) -> None:
+        # Two caches of one encoding: the few service names stay cached while session, user and
+        # source values churn through the other.
         self._text = _cached(_text)
         self._opt = _cached(_text)
         self._tails: dict[_TurnTail, bytes] = {}
@@ -248,13 +252,10 @@ def feedback_json(feedback: Iterable[FeedbackRow]) -> str:
                           "given_us": f.time_ns // 1000, "service": f.service} for f in feedback]).decode()
 
 
-def copy_in(cur: psycopg.Cursor[Any], table: str, columns: tuple[str, ...],
-            payload: bytes | Iterable[bytes]) -> None:
-    """Send a binary COPY payload (built by the encoders above, whole or in pieces) into ``table``."""
-    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
-    with cur.copy(statement) as copy:  # type: ignore[arg-type]
-        for piece in (payload,) if isinstance(payload, bytes) else payload:
-            copy.write(piece)
+def copy_in(cur: psycopg.Cursor[Any], table: str, columns: tuple[str, ...], payload: bytes) -> None:
+    """Send a binary COPY payload (built by encode_turns) into ``table``."""
+    with cur.copy(_copy_statement(table, columns)) as copy:  # type: ignore[arg-type]
+        copy.write(payload)
 
 
 def out_of_range_span(spans: Iterable[SpanRow]) -> str | None:

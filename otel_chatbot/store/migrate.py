@@ -62,12 +62,18 @@ def _applied(conn: psycopg.Connection[tuple[object, ...]]) -> set[int]:
 def migrate(url: str) -> list[int]:
     """Apply the pending migrations; returns the versions this call applied (empty when up to date)."""
     applied_now: list[int] = []
+    applied: set[int] = set()
     with psycopg.connect(url, autocommit=False) as conn:
         for migration in load_migrations():
+            if migration.version in applied:
+                # Seen applied by an earlier transaction of this call (a version is never un-applied):
+                # an up-to-date database costs one transaction, not one per version.
+                continue
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, _LOCK_MIGRATE))
                 conn.execute(_CREATE_TABLE)
-                if migration.version in _applied(conn):
+                applied = _applied(conn)
+                if migration.version in applied:
                     continue
                 # Trusted packaged SQL, sent without parameters (simple protocol: several statements).
                 conn.execute(sql.SQL(migration.sql))  # type: ignore[arg-type]

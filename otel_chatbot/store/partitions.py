@@ -31,6 +31,12 @@ def partition_name(table: str, day: date) -> str:
     return f"{table}_p{day:%Y%m%d}"
 
 
+def partition_bounds(day: date) -> tuple[datetime, datetime]:
+    """The [start, end) range of ``day``'s partition (retention drops it once ``end`` is old enough)."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
 def parse_partition_name(name: str) -> tuple[str, date] | None:
     match = _NAME_RE.match(name)
     if match is None:
@@ -65,11 +71,10 @@ def create_partitions(conn: psycopg.Connection[tuple[object, ...]], table: str, 
         raise ValueError(f"{table!r} is not a partitioned table")
     for day in sorted(set(days)):
         name = partition_name(table, day)
-        lower = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        lower, upper = partition_bounds(day)
         statement = sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
-        ).format(sql.Identifier(name), sql.Identifier(table),
-                 sql.Literal(lower), sql.Literal(lower + timedelta(days=1)))
+        ).format(sql.Identifier(name), sql.Identifier(table), sql.Literal(lower), sql.Literal(upper))
         try:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, _LOCK_PARTITIONS))

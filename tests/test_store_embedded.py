@@ -8,10 +8,11 @@ import psycopg
 import pytest
 from store_factories import span, trace_id
 
-from otel_chatbot.processor.model import NormalisedBatch
+from otel_chatbot.errors import Unavailable
+from otel_chatbot.records import NormalisedBatch
 from otel_chatbot.store.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from otel_chatbot.store.migrate import LATEST_VERSION, migrate, schema_version
-from otel_chatbot.store.writer import BatchWriter, WriteUnavailable
+from otel_chatbot.store.writer import BatchWriter
 
 
 def _reachable(url: str) -> bool:
@@ -64,9 +65,9 @@ def test_writer_reports_unavailable_while_the_server_is_down_then_recovers(tmp_p
     try:
         assert len(writer.write(NormalisedBatch(spans=[span(trace_id())])).new_spans) == 1
         server.shutdown()
-        with pytest.raises(WriteUnavailable):
+        with pytest.raises(Unavailable):
             writer.write(NormalisedBatch(spans=[span(trace_id())]))
-        with pytest.raises(WriteUnavailable):  # still down: reconnecting fails the same way
+        with pytest.raises(Unavailable):  # still down: reconnecting fails the same way
             writer.write(NormalisedBatch(spans=[span(trace_id())]))
         assert server.start() == url
         retried = writer.write(NormalisedBatch(spans=[span(trace_id())]))  # reconnects by itself

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from store_factories import DAY_NS, NOW_NS, feedback, llm_span, span, trace_id, turn
 
-from otel_chatbot.processor.model import NormalisedBatch
+from otel_chatbot.records import NormalisedBatch
 from otel_chatbot.store.queries import chat_summary, format_summary, turn_exists
 from otel_chatbot.store.retention import purge_older_than
 from otel_chatbot.store.writer import BatchWriter

@@ -8,10 +8,12 @@ import pytest
 from psycopg import sql
 from store_factories import NOW_NS, US, feedback, llm_span, rows, span, trace_id, turn
 
-from otel_chatbot.processor.model import NormalisedBatch
+from otel_chatbot.errors import PermanentError
+from otel_chatbot.records import NormalisedBatch
 from otel_chatbot.store.copyrows import TurnEncoder
 from otel_chatbot.store.migrate import LATEST_VERSION, load_migrations, migrate
-from otel_chatbot.store.writer import BatchWriter, WriteRejected, plan_turns
+from otel_chatbot.store.turnplan import plan_turns
+from otel_chatbot.store.writer import BatchWriter
 
 
 def test_encoded_values_round_trip_including_nulls_unicode_and_partial_usage(writer: BatchWriter,
@@ -37,7 +39,7 @@ def test_out_of_range_kind_is_rejected_and_nothing_is_stored(writer: BatchWriter
     t = trace_id()
     good, bad = span(t), span(t)
     bad.kind = 70_000  # smallint column: binary COPY would wrap it silently
-    with pytest.raises(WriteRejected, match="kind 70000"):
+    with pytest.raises(PermanentError, match="kind 70000"):
         writer.write(NormalisedBatch(spans=[good] * 100 + [bad], turns=[turn(t)]))
     assert rows(database_url, "SELECT count(*) FROM spans") == [(0,)]
     assert len(writer.write(NormalisedBatch(spans=[good])).new_spans) == 1

@@ -7,8 +7,10 @@ import threading
 import pytest
 from store_factories import DAY_NS, NOW_NS, US, feedback, llm_span, rows, span, trace_id, turn
 
-from otel_chatbot.processor.model import NormalisedBatch
-from otel_chatbot.store.writer import BatchWriter, WriteRejected, fold_auto_turns
+from otel_chatbot.errors import PermanentError
+from otel_chatbot.records import NormalisedBatch
+from otel_chatbot.store.turnplan import fold_auto_turns
+from otel_chatbot.store.writer import BatchWriter
 
 
 def test_retried_batch_never_duplicates_and_reports_nothing_new(writer: BatchWriter,
@@ -203,26 +205,26 @@ def test_rejected_batch_rolls_back_everything_and_the_writer_goes_on(writer: Bat
                                                                      database_url: str) -> None:
     t = trace_id()
     bad = NormalisedBatch(spans=[span(t)], turns=[turn(t)], feedback=[feedback(t, "meh", NOW_NS)])
-    with pytest.raises(WriteRejected, match="rating"):
+    with pytest.raises(PermanentError, match="rating"):
         writer.write(bad)
     assert rows(database_url, "SELECT count(*) FROM spans") == [(0,)]
     assert rows(database_url, "SELECT count(*) FROM chat_turns") == [(0,)]
     too_big = span(t)
     too_big.input_tokens = 2**40  # does not fit the int column
-    with pytest.raises(WriteRejected, match="token count"):
+    with pytest.raises(PermanentError, match="token count"):
         writer.write(NormalisedBatch(spans=[too_big]))
     ok = writer.write(NormalisedBatch(spans=[span(t)], turns=[turn(t)]))
     assert len(ok.new_spans) == 1 and len(ok.new_turns) == 1
 
 
 def test_write_after_shutdown_is_unavailable(database_url: str) -> None:
-    from otel_chatbot.store.writer import WriteUnavailable
+    from otel_chatbot.errors import Unavailable
 
     w = BatchWriter(database_url)
     w.start()
     w.shutdown()
     w.shutdown()  # safe twice
-    with pytest.raises(WriteUnavailable):
+    with pytest.raises(Unavailable):
         w.write(NormalisedBatch(spans=[span(trace_id())]))
 
 

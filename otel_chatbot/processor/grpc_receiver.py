@@ -3,11 +3,13 @@
 Requests are taken as raw bytes (identity deserializer) and parsed by decode.parse_traces, whose
 attribute-lazy message type is much faster to normalise than a fully parsed ExportTraceServiceRequest.
 Status codes per the OTLP spec: UNAVAILABLE + RetryInfo for retryable trouble, INVALID_ARGUMENT for
-bad data, UNAUTHENTICATED without the token; grpcio answers RESOURCE_EXHAUSTED beyond max_body_bytes.
+bad data, UNAUTHENTICATED without the token, INTERNAL (logged) for a processor bug; grpcio answers
+RESOURCE_EXHAUSTED beyond max_body_bytes.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from concurrent import futures
 from typing import Any, NoReturn
@@ -22,6 +24,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from otel_chatbot.errors import InternalError, PermanentError, RetryableError
 from otel_chatbot.processor.auth import BearerAuth
 from otel_chatbot.processor.decode import (
     PROTOBUF,
@@ -31,10 +34,12 @@ from otel_chatbot.processor.decode import (
     parse_traces,
     traces_response,
 )
-from otel_chatbot.processor.model import NormalisedBatch
 from otel_chatbot.processor.normalise import Redact, normalise_logs, normalise_traces
-from otel_chatbot.processor.pipeline import Pipeline, Refused, Rejected
+from otel_chatbot.processor.pipeline import Pipeline
 from otel_chatbot.processor.pricing import PriceTable
+from otel_chatbot.records import NormalisedBatch
+
+_log = logging.getLogger(__name__)
 
 _TRANSPORT = "grpc"
 _TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
@@ -63,10 +68,12 @@ class _Handlers:
     def commit(self, batch: NormalisedBatch, context: grpc.ServicerContext) -> None:
         try:
             self.pipeline.submit(batch, _TRANSPORT).result()
-        except Refused as exc:
+        except RetryableError as exc:
             abort_retryable(context, str(exc), exc.retry_after)
-        except Rejected as exc:
+        except PermanentError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except InternalError as exc:  # logged by the pipeline where it happened
+            context.abort(grpc.StatusCode.INTERNAL, str(exc))
 
 
 def abort_retryable(context: grpc.ServicerContext, message: str, retry_after: int) -> NoReturn:
@@ -82,6 +89,13 @@ def abort_retryable(context: grpc.ServicerContext, message: str, retry_after: in
     raise AssertionError("grpc context.abort() returned")  # it always raises
 
 
+def abort_internal(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
+    """A bug in decode/normalise: logged with its traceback, INTERNAL to the client (not its fault)."""
+    _log.error("internal error while decoding a request", exc_info=exc)
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error while decoding: {exc!r}")
+    raise AssertionError("grpc context.abort() returned")  # it always raises
+
+
 class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, handlers: _Handlers, prices: PriceTable, redact: Redact | None) -> None:
         self._h = handlers
@@ -94,6 +108,8 @@ class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
             batch = normalise_traces(parse_traces(request, PROTOBUF), self._prices, self._redact)
         except DecodeError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Exception as exc:
+            abort_internal(context, exc)
         self._h.commit(batch, context)
         return traces_response(batch.invalid_feedback)
 
@@ -109,6 +125,8 @@ class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
             batch = normalise_logs(parse_logs(request, PROTOBUF), self._redact)
         except DecodeError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Exception as exc:
+            abort_internal(context, exc)
         self._h.commit(batch, context)
         return logs_response(batch.invalid_feedback)
 

@@ -3,7 +3,8 @@
 POST /v1/traces, /v1/logs (protobuf or JSON, optionally gzip/deflate), POST /v1/feedback,
 GET /healthz, GET /readyz. Answers 200 only after the pipeline committed the request's data.
 Errors follow the OTLP spec: a google.rpc.Status body in the request's encoding; 400/413/415 are
-permanent, 429/503 carry Retry-After so the Collector retries.
+permanent, 429/503 carry Retry-After so the Collector retries; a processor bug answers 500 (INTERNAL)
+and is logged, never a 400 that would blame the client.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from otel_chatbot import semconv as sc
+from otel_chatbot.errors import InternalError, PermanentError, RetryableError, Unavailable
 from otel_chatbot.processor.auth import BearerAuth
 from otel_chatbot.processor.decode import (
     JSON,
@@ -41,16 +43,16 @@ from otel_chatbot.processor.decode import (
     parse_traces,
     traces_response,
 )
-from otel_chatbot.processor.model import FeedbackRow, NormalisedBatch
 from otel_chatbot.processor.normalise import Redact, normalise_logs, normalise_traces
-from otel_chatbot.processor.pipeline import Pipeline, Refused, Rejected, Unavailable
+from otel_chatbot.processor.pipeline import Pipeline
 from otel_chatbot.processor.pricing import PriceTable
+from otel_chatbot.records import FeedbackRow, NormalisedBatch
 
 _log = logging.getLogger(__name__)
 
 _TRANSPORT = "http"
 # google.rpc.Code values carried in the Status body
-_INVALID_ARGUMENT, _RESOURCE_EXHAUSTED, _UNAUTHENTICATED, _UNAVAILABLE = 3, 8, 16, 14
+_INVALID_ARGUMENT, _RESOURCE_EXHAUSTED, _INTERNAL, _UNAUTHENTICATED, _UNAVAILABLE = 3, 8, 13, 16, 14
 _MAX_TURN_ID = 256
 _MAX_COMMENT = 10_000
 
@@ -208,11 +210,13 @@ class HttpReceiver:
         try:
             future = self._pipeline.submit(batch, _TRANSPORT)
             await asyncio.wrap_future(future)
-        except Refused as exc:
+        except RetryableError as exc:
             status = 503 if isinstance(exc, Unavailable) else 429
             raise HttpError(status, str(exc), _UNAVAILABLE, exc.retry_after) from None
-        except Rejected as exc:
+        except PermanentError as exc:
             raise HttpError(400, str(exc)) from None
+        except InternalError as exc:  # logged by the pipeline where it happened
+            raise HttpError(500, str(exc), _INTERNAL) from None
 
     # --- OTLP ------------------------------------------------------------------------------------
     async def _receive(self, request: Request, content_type: str,
@@ -226,6 +230,9 @@ class HttpReceiver:
             raise HttpError(415, str(exc)) from None
         except DecodeError as exc:
             raise HttpError(400, str(exc)) from None
+        except Exception as exc:  # a bug in decode/normalise, not the client's fault
+            _log.exception("internal error while decoding a request")
+            raise HttpError(500, f"internal error while decoding: {exc!r}", _INTERNAL) from None
         await self._commit(batch)
         return batch
 

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from otel_chatbot.processor.model import CommitResult
+from otel_chatbot.records import CommitResult
 
 # Turn latency: 3.0 must stay a boundary, the latency SLO and the slow-turn alert read le="3.0".
 TURN_DURATION_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0, 120.0)

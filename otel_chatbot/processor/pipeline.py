@@ -8,7 +8,9 @@ Each submitter's future resolves only after its spans are committed.
 Refusals are immediate and retryable: ``QueueFull`` when the spans not yet committed would exceed
 ``queue_max_spans`` (memory stays bounded), ``Unavailable`` while the database is down (the writer
 thread reconnects with backoff; ``ready`` is False meanwhile) or after ``close_intake()``.
-A batch the database refuses (``WriteRejected``) is retried alone so it fails only its own request.
+A batch the database refuses (``PermanentError``) is retried alone so it fails only its own request;
+any other exception is a bug: logged, and the group's requests fail with ``InternalError``.
+Errors are those of ``otel_chatbot.errors`` (the receivers map them to status codes).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Protocol
 
-from otel_chatbot.processor.model import CommitResult, NormalisedBatch
-from otel_chatbot.store.writer import WriteRejected, WriteUnavailable
+from otel_chatbot.errors import InternalError, PermanentError, QueueFull, RetryableError, Unavailable
+from otel_chatbot.records import CommitResult, NormalisedBatch
 
 _log = logging.getLogger(__name__)
 
@@ -43,28 +45,6 @@ class PipelineMetrics(Protocol):
     def set_queue_depth(self, spans: int) -> None: ...
     def observe_write(self, seconds: float, spans: int) -> None: ...
     def database_error(self) -> None: ...
-
-
-class Refused(Exception):
-    """A retryable refusal; ``retry_after`` is the suggested wait in seconds, ``reason`` a metric label."""
-
-    reason = "unavailable"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class QueueFull(Refused):
-    reason = "queue_full"
-
-
-class Unavailable(Refused):
-    reason = "database_unavailable"
-
-
-class Rejected(Exception):
-    """Permanent: the database refused the data of this batch."""
 
 
 class _Item:
@@ -107,7 +87,7 @@ class Pipeline:
         for writer in self._writers:
             try:
                 writer.start()
-            except WriteUnavailable as exc:
+            except Unavailable as exc:
                 down = str(exc)
                 self._metrics.database_error()
                 _log.warning("database unavailable at start, retrying in the background: %s", exc)
@@ -179,7 +159,7 @@ class Pipeline:
         self._metrics.set_queue_depth(pending)
         return item.future
 
-    def _refusal(self, size: int) -> Refused | None:
+    def _refusal(self, size: int) -> RetryableError | None:
         if not self._intake_open:
             return Unavailable("the processor is shutting down" if self._stopping or not self._threads
                                else "the processor is not accepting data", 1)
@@ -233,7 +213,7 @@ class Pipeline:
         started = time.perf_counter()
         try:
             result = writer.write(batch)
-        except WriteUnavailable as exc:
+        except Unavailable as exc:
             self._metrics.database_error()
             _log.warning("database unavailable: %s", exc)
             with self._cond:
@@ -242,7 +222,7 @@ class Pipeline:
             self._resolve(group, None, error)
             self._fail_queued(error)
             return
-        except WriteRejected as exc:
+        except PermanentError as exc:
             self._metrics.database_error()
             if len(group) > 1:
                 # Find the culprit: commit each request alone so the others still succeed.
@@ -250,11 +230,11 @@ class Pipeline:
                     self._commit([item], writer)
                 return
             _log.warning("database rejected a batch: %s", exc)
-            self._resolve(group, None, Rejected(str(exc)))
+            self._resolve(group, None, exc)
             return
-        except Exception as exc:  # a bug must fail the requests, not kill the writer thread
+        except Exception as exc:  # a bug must fail the requests (500, not 400), not kill the writer thread
             _log.exception("unexpected error while writing a batch")
-            self._resolve(group, None, Rejected(f"internal error: {exc}"))
+            self._resolve(group, None, InternalError(f"internal error while writing: {exc!r}"))
             return
         self._metrics.observe_write(time.perf_counter() - started, len(batch.spans))
         try:
@@ -275,7 +255,7 @@ class Pipeline:
                 accepted[item.transport] = accepted.get(item.transport, 0) + spans
                 item.future.set_result(result)  # type: ignore[arg-type]  # not None without error
             else:
-                reason = error.reason if isinstance(error, Refused) else "rejected"
+                reason = getattr(error, "reason", InternalError.reason)
                 self._metrics.spans_refused(spans, item.transport, reason)
                 item.future.set_exception(error)
         for transport, n in accepted.items():
@@ -291,7 +271,7 @@ class Pipeline:
     def _reconnect(self, writer: Writer) -> bool:
         try:
             writer.start()
-        except WriteUnavailable as exc:
+        except Unavailable as exc:
             self._metrics.database_error()
             with self._cond:
                 self._down_reason = str(exc)

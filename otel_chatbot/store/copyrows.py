@@ -21,7 +21,7 @@ import psycopg
 from psycopg.adapt import Buffer, Dumper
 from psycopg.pq import Format
 
-from otel_chatbot.processor.model import FeedbackRow, SpanRow, TurnRow
+from otel_chatbot.records import FeedbackRow, SpanRow, TurnRow
 
 _PG_EPOCH_US = 946_684_800 * 1_000_000  # 2000-01-01T00:00:00Z in Unix microseconds
 _SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)

@@ -1,4 +1,4 @@
-"""The records that flow through the processor: decode/normalise → writer → metrics.
+"""The records that flow normalise → store → metrics (imported by both the processor and the store).
 
 Pure data; no I/O. ``NormalisedBatch`` is what one OTLP request becomes; ``CommitResult`` is what
 the writer reports as *newly* committed (a retried batch yields an empty result), and is the only

@@ -1,0 +1,78 @@
+"""Street addresses: a house number and a street word, then the unit, city and postcode after it.
+
+Styles: US/UK/IN ("7098 Sunset Road, Apt 33D, Portland, OR 97209", "221B Baker Street, London
+NW1 6XE", "Flat 12, MG Road, Bengaluru 560001"), FR ("4 rue de la Paix, 33000 Bordeaux"),
+DE ("Hauptstraße 5, 10115 Berlin"), ES ("Calle Mayor 12, 3º B, 28013 Madrid"). The street part
+must be there; a bare city or postcode is not an address.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from otel_chatbot.privacy.spans import Found
+
+_STREET_WORDS: Final = (
+    r"(?:Street|St|Road|Rd|Avenue|Ave|Av|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace"
+    r"|Close|Crescent|Cres|Parkway|Pkwy|Highway|Hwy|Square|Sq|Circle|Cir|Trail|Row|Gardens|Mews|Grove"
+    r"|Nagar|Marg|Chowk|Layout|Colony|Enclave|Vihar)\b\.?"
+)
+_NAME_WORD: Final = r"(?:[A-Z][A-Za-z'-]+|[0-9]{1,3}(?:st|nd|rd|th)|[A-Z]{1,3})"
+_UNIT: Final = (r"(?:,? (?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl|Room|Rm|Bldg|Building|#)\.? ?#?"
+                r"[0-9A-Za-z-]{1,6})")
+_CITY: Final = r"(?:,? [A-Z][a-z]+(?:[ -][A-Z][a-z]+){0,2})"
+_US_TAIL: Final = r"(?:,? [A-Z]{2},? [0-9]{5}(?:-[0-9]{4})?)"
+_UK_POSTCODE: Final = r"(?:,? [A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2})"
+_IN_PIN: Final = r"(?:,? ?-? ?[1-9][0-9]{2} ?[0-9]{3})"
+_POSTCODE_CITY: Final = r"(?:,? [0-9]{4,5} [A-Z][a-zé]+(?:[ -][A-Z][a-zé]+)?)"
+
+_ENGLISH_RE: Final = re.compile(
+    rf"\b(?:(?:Flat|House|Plot|Door|Shop|H\.? ?No\.?|No\.?) ?(?:No\.? ?)?[0-9A-Z/-]{{1,6}},? )?"
+    rf"[0-9]{{1,5}}[A-Za-z]?(?:[/-][0-9]{{1,4}})?,? (?:{_NAME_WORD} ){{1,4}}{_STREET_WORDS}"
+    rf"{_UNIT}?(?:{_CITY}(?:{_US_TAIL}|{_UK_POSTCODE}|{_IN_PIN})?|{_US_TAIL}|{_UK_POSTCODE})?"
+)
+# "Flat 12, MG Road, …": a unit first, then a street without a house number.
+_UNIT_FIRST_RE: Final = re.compile(
+    rf"\b(?:Flat|House|Plot|Door|Apt|Apartment|H\.? ?No\.?) ?(?:No\.? ?)?[0-9A-Z/-]{{1,6}}, "
+    rf"(?:{_NAME_WORD} ){{1,4}}{_STREET_WORDS}(?:,? Sector [0-9]{{1,3}})?{_CITY}?{_IN_PIN}?"
+)
+_FRENCH_RE: Final = re.compile(
+    r"(?i:\b[0-9]{1,4}(?: ?(?:bis|ter))?,? (?:rue|avenue|av\.|boulevard|bd|place|chemin|all[ée]e|impasse"
+    r"|quai|route|cours|passage)\b)"
+    r" (?:(?:de la|du|des|de l'|d'|de|la|le|les)[ ']?)?[A-Za-zÀ-ÿ'-]+(?: [A-ZÀ-Ý][A-Za-zÀ-ÿ'-]+){0,3}"
+    rf"{_POSTCODE_CITY}?"
+)
+_GERMAN_RE: Final = re.compile(
+    r"\b[A-ZÄÖÜ][a-zäöüß-]*(?:straße|strasse|str\.|weg|allee|platz|gasse|ring|damm|ufer|chaussee)"
+    rf" [0-9]{{1,4}}[a-z]?{_POSTCODE_CITY}?"
+)
+_SPANISH_RE: Final = re.compile(
+    r"\b(?:Calle|C/|Avenida|Avda\.?|Plaza|Paseo|Camino|Carrera|Ronda|Travesía|Carretera) "
+    r"(?:(?:de la|de los|de las|del|de) )?[A-ZÁÉÍÓÚÑ][A-Za-zÁÉÍÓÚáéíóúñ'-]+(?: [A-ZÁÉÍÓÚÑ][A-Za-záéíóúñ'-]+){0,2}"
+    r",? (?:n[ºo°]\.? ?)?[0-9]{1,4}(?:,? [0-9]{1,2}[ºª°]? ?[A-Z]?\b)?"
+    rf"{_POSTCODE_CITY}?"
+)
+_STREET_HINTS: Final = (
+    "St", "Rd", "Road", "Ave", "Av", "Blvd", "Lane", "Ln", "Dr", "Ct", "Court", "Way", "Pl", "Terrace", "Close",
+    "Cres", "Pkwy", "Parkway", "Hwy", "Highway", "Sq", "Cir", "Trail", "Row", "Gardens", "Mews", "Grove",
+    "Nagar", "Marg", "Chowk", "Layout", "Colony", "Enclave", "Vihar",
+)
+_FOREIGN_HINTS: Final = ("rue", "avenue", "av.", "boulevard", "bd ", "place", "chemin", "allée", "allee",
+                         "impasse", "quai", "route", "cours", "passage", "stra", "str.", "weg ", "allee",
+                         "platz", "gasse", "ring ", "damm", "ufer", "calle", "c/", "avda", "plaza", "paseo",
+                         "camino", "carrera", "ronda", "traves", "carretera")
+
+
+def addresses(text: str) -> list[Found]:
+    if not any(ch.isdigit() for ch in text):
+        return []
+    found: list[Found] = []
+    if any(hint in text for hint in _STREET_HINTS):
+        found.extend(Found(m.start(), m.end(), "ADDRESS") for m in _ENGLISH_RE.finditer(text))
+        found.extend(Found(m.start(), m.end(), "ADDRESS") for m in _UNIT_FIRST_RE.finditer(text))
+    lowered = text.lower()
+    if any(hint in lowered for hint in _FOREIGN_HINTS):
+        for pattern in (_FRENCH_RE, _GERMAN_RE, _SPANISH_RE):
+            found.extend(Found(m.start(), m.end(), "ADDRESS") for m in pattern.finditer(text))
+    return found

@@ -54,11 +54,11 @@ _SPANISH_RE: Final = re.compile(
     rf"{_POSTCODE_CITY}?"
 )
 _STREET_HINTS: Final = (
-    "St", "Rd", "Road", "Ave", "Av", "Blvd", "Lane", "Ln", "Dr", "Ct", "Court", "Way", "Pl", "Terrace", "Close",
+    "St", "Rd", "Road", "Boulevard", "Ave", "Av", "Blvd", "Lane", "Ln", "Dr", "Ct", "Court", "Way", "Pl", "Terrace", "Close",
     "Cres", "Pkwy", "Parkway", "Hwy", "Highway", "Sq", "Cir", "Trail", "Row", "Gardens", "Mews", "Grove",
     "Nagar", "Marg", "Chowk", "Layout", "Colony", "Enclave", "Vihar",
 )
-_FOREIGN_HINTS: Final = ("rue", "avenue", "av.", "boulevard", "bd ", "place", "chemin", "allée", "allee",
+_FOREIGN_HINTS: Final = ("rue", "avenue", "avenida", "av.", "boulevard", "bd ", "place", "chemin", "allée", "allee",
                          "impasse", "quai", "route", "cours", "passage", "stra", "str.", "weg ", "allee",
                          "platz", "gasse", "ring ", "damm", "ufer", "calle", "c/", "avda", "plaza", "paseo",
                          "camino", "carrera", "ronda", "traves", "carretera")

@@ -13,13 +13,14 @@ BUSINESS_WORDS: Final = frozenset({
     "booking", "receipt", "transaction", "txn", "shipment", "parcel", "package", "sku", "isbn", "case",
     "po", "item", "serial", "model", "part", "awb", "waybill", "cart", "product", "voucher", "coupon",
     "promo", "build", "version", "release", "claim", "rma", "job", "batch", "lot", "policy", "request",
-    "incident", "issue", "bug", "pr", "#", "isin", "ean", "upc", "asin", "imei", "vin",
+    "incident", "issue", "bug", "pr", "isin", "ean", "upc", "asin", "imei", "vin",
 })
 # Words that make a bare digit run a phone number.
 PHONE_WORDS: Final = frozenset({
     "call", "calls", "text", "sms", "phone", "mobile", "cell", "cellphone", "tel", "telephone", "whatsapp",
     "reach", "ring", "contact", "landline", "fax", "dial", "callback", "viber", "signal", "telegram",
 })
+_POSSESSIVES: Final = frozenset({"my", "our", "his", "her", "their", "your"})
 SSN_WORDS: Final = frozenset({"ssn", "social", "ss", "itin", "tin"})
 
 
@@ -41,7 +42,11 @@ def nearest_cue(text: str, start: int, *cue_sets: frozenset[str], span: int = 32
     Neutral words ("number", "is", "my") are skipped, so "phone number 9177762521" finds the phone
     cue and "order number 12345678901" the business one.
     """
-    for word in reversed(words_before(text, start, span)):
+    words = words_before(text, start, span)
+    for i in range(len(words) - 1, -1, -1):
+        word = words[i]
+        if word == "number" and i and words[i - 1] in _POSSESSIVES:
+            word = "phone"  # "my number is …": said of a phone, unlike "order number"
         for index, cues in enumerate(cue_sets):
             if word in cues:
                 return index

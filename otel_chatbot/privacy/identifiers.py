@@ -28,7 +28,8 @@ _CUE_RE: Final = re.compile(
     r"|carte d'identit[ée]|\bdni\b|\bnie\b|\bnif\b|\bbsn\b|aadhaa?r|\bpan\b(?= (?:card|no|number|is|:))"
     r"|\bcnp\b|\bpesel\b|\bcpf\b|\bsin\b|\bnino\b|\bnational insurance))"
 )
-_ID_TOKEN_RE: Final = re.compile(r"(?=[A-Z0-9-]*[0-9])[A-Z0-9](?:[A-Z0-9]|-(?=[A-Z0-9])){4,14}")
+# Letters and digits, groups joined by one "-" or space ("D1234-56789-01234", "QQ 12 34 56 C").
+_ID_TOKEN_RE: Final = re.compile(r"[A-Z0-9](?:[A-Z0-9]|[- ](?=[A-Z0-9])){4,20}")
 _CUE_SPAN: Final = 36  # characters after a cue in which its value is looked for
 
 
@@ -68,36 +69,31 @@ def _has_any_cue(lowered: str) -> bool:
 
 
 def _value_after(text: str, pos: int) -> tuple[int, int] | None:
-    """The id-like token (letters/digits with at least one digit, 5-15 long) soon after ``pos``."""
+    """The id-like token (capitals and digits, at least four digits) soon after ``pos``."""
     limit = min(len(text), pos + _CUE_SPAN)
-    i = pos
-    while i < limit:
+    for i in range(pos, limit):
+        if i and text[i - 1].isalnum():
+            continue
         m = _ID_TOKEN_RE.match(text, i)
-        if m is not None and (m.end() == len(text) or not text[m.end()].isalnum()) \
-                and not (i and text[i - 1].isalnum()):
-            value = m.group(0)
-            digits = sum(ch.isdigit() for ch in value)
-            if digits >= 4 and not (len(value) == 4 and value.isdigit()):  # a year is not an id
-                if _aadhaar_like(text, m.start(), m.end()):
-                    return _aadhaar_span(text, m.start())
-                return m.start(), m.end()
-        i += 1
+        if m is None:
+            continue
+        value = m.group(0)
+        # Trailing capitalised words are not part of it ("829415939 ON FILE"); a single letter is.
+        groups = value.split(" ")
+        while len(groups) > 1 and groups[-1].isalpha() and len(groups[-1]) > 1:
+            groups.pop()
+        end = i + len(" ".join(groups))
+        # The last group may be the first letters of a word ("B4997885 Also"): not part of it.
+        while len(groups) > 1 and end < len(text) and text[end].isalnum():
+            groups.pop()
+            end = i + len(" ".join(groups))
+        value = text[i:end]
+        if end < len(text) and text[end].isalnum():
+            continue
+        digits = sum(ch.isdigit() for ch in value)
+        if digits >= 4 and not (len(value) == 4 and value.isdigit()):  # a year is not an id
+            return i, end
     return None
-
-
-_AADHAAR_RE: Final = re.compile(r"[0-9]{4} [0-9]{4} [0-9]{4}\b")
-
-
-def _aadhaar_like(text: str, start: int, end: int) -> bool:
-    return end - start == 4 and _AADHAAR_RE.match(text, start) is not None
-
-
-def _aadhaar_span(text: str, start: int) -> tuple[int, int] | None:
-    m = _AADHAAR_RE.match(text, start)
-    if m is None:
-        return None
-    # After a cue the number is personal whether or not its Verhoeff check digit is right (a typo).
-    return start, m.end()
 
 
 def _nir_valid(value: str) -> bool:

@@ -19,7 +19,7 @@ _FULL_NAME: Final = rf"{_CAP}(?: {_PARTICLE}?(?:Mc|Mac|O')?{_CAP}){{0,2}}"
 _STRONG_RE: Final = re.compile(
     r"(?i:\b(?:my name(?:'s| is)|name ?:|full name(?: is| ?:)|i am called|people call me|je m'appelle|je suis"
     r"|me llamo|mi nombre es|ich hei(?:ß|ss)e|mein name ist|mi chiamo|name on the (?:card|account|booking)"
-    r"(?: is)?|(?:card|account) ?holder(?: is| ?:)?)\b[,:]?\s+)"
+    r"(?: is)?|(?:card|account) ?holder(?: is| ?:)?)[,:]?\s+)"
     rf"(?P<name>{_FULL_NAME})"
 )
 # After "my name is" people also write their name in lower case: "my name is maria gonzalez".
@@ -33,6 +33,8 @@ _WEAK_RE: Final = re.compile(
     r"|sincerely|regards|cheers|thanks|thank you|best|love|yours)\b|[-—])[,:]?\s+)"
     rf"(?P<name>{_FULL_NAME})"
 )
+# "…, Nadia Gonzalez here", "Tom speaking"
+_HERE_RE: Final = re.compile(rf"(?:^|[,.!]\s*)(?P<name>{_FULL_NAME}) (?:here|speaking)\b")
 _NOT_NAMES: Final = frozenset("""
 i im the a an it this that these those my your our their his her its we you they he she me us them
 not very so just still also really here there sorry happy glad sure fine good okay ok urgent important
@@ -57,10 +59,6 @@ def names(text: str) -> list[Found]:
     if not any(hint in text for hint in _NAME_HINTS):
         return []
     found: list[Found] = []
-    for m in _STRONG_RE.finditer(text):
-        span = _trim(m.group("name"), m.start("name"), strong=True)
-        if span is not None:
-            found.append(Found(span[0], span[1], "NAME"))
     for m in _LOWER_RE.finditer(text):
         words = m.group("name").split()
         if words[0] not in _NOT_NAMES:
@@ -68,11 +66,27 @@ def names(text: str) -> list[Found]:
             found.append(Found(m.start("name"), end, "NAME"))
     for m in _TITLE_RE.finditer(text):
         found.append(Found(m.start("name"), m.end("name"), "NAME"))
-    for m in _WEAK_RE.finditer(text):
-        span = _trim(m.group("name"), m.start("name"), strong=False)
-        if span is not None:
-            found.append(Found(span[0], span[1], "NAME"))
+    found += _cued(_STRONG_RE, text, strong=True)
+    found += _cued(_WEAK_RE, text, strong=False)
+    found += _cued(_HERE_RE, text, strong=False)
     return found
+
+
+def _cued(pattern: re.Pattern[str], text: str, strong: bool) -> list[Found]:
+    """Names after each cue of ``pattern``. A capitalised word that turns out to be no name may be
+    the next cue ("Hello, Thanks, Grace"), so the search resumes at it rather than after it."""
+    found: list[Found] = []
+    pos = 0
+    while True:
+        m = pattern.search(text, pos)
+        if m is None:
+            return found
+        span = _trim(m.group("name"), m.start("name"), strong)
+        if span is None:
+            pos = m.start("name")
+        else:
+            found.append(Found(span[0], span[1], "NAME"))
+            pos = span[1]
 
 
 def _trim(name: str, start: int, strong: bool) -> tuple[int, int] | None:

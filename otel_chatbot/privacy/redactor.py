@@ -77,10 +77,10 @@ class Redactor:
                 found += numbers.numbers(text, raw, kinds)
             if self._ids:
                 found += identifiers.identifiers(text, kinds)
-            if "dob" in kinds:
-                found += dates.dates_of_birth(text)
-            if "address" in kinds:
-                found += addresses.addresses(text)
+        if digits >= 2 and "dob" in kinds:
+            found += dates.dates_of_birth(text)
+        if digits and "address" in kinds:
+            found += addresses.addresses(text)
         if "name" in kinds:
             found += names.names(text)
         for pattern, label in self._custom:

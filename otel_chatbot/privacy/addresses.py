@@ -12,6 +12,7 @@ import re
 from typing import Final
 
 from otel_chatbot.privacy.spans import Found
+from otel_chatbot.privacy.view import TextView, gate
 
 _STREET_WORDS: Final = (
     r"(?:Street|St|Road|Rd|Avenue|Ave|Av|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace"
@@ -27,14 +28,16 @@ _UK_POSTCODE: Final = r"(?:,? [A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2})"
 _IN_PIN: Final = r"(?:,? ?-? ?[1-9][0-9]{2} ?[0-9]{3})"
 _POSTCODE_CITY: Final = r"(?:,? [0-9]{4,5} [A-Z][a-zé]+(?:[ -][A-Z][a-zé]+)?)"
 
+# Starts at the house number (a plain leading class: fast to scan for); the left boundary is
+# checked in code.
 _ENGLISH_RE: Final = re.compile(
-    rf"\b(?:(?:Flat|House|Plot|Door|Shop|H\.? ?No\.?|No\.?) ?(?:No\.? ?)?[0-9A-Z/-]{{1,6}},? )?"
     rf"[0-9]{{1,5}}[A-Za-z]?(?:[/-][0-9]{{1,4}})?,? (?:{_NAME_WORD} ){{1,4}}{_STREET_WORDS}"
     rf"{_UNIT}?(?:{_CITY}(?:{_US_TAIL}|{_UK_POSTCODE}|{_IN_PIN})?|{_US_TAIL}|{_UK_POSTCODE})?"
 )
 # "Flat 12, MG Road, …": a unit first, then a street without a house number.
+_UNIT_FIRST_GATE: Final = gate("flat house plot door apt apartment h no")
 _UNIT_FIRST_RE: Final = re.compile(
-    rf"\b(?:Flat|House|Plot|Door|Apt|Apartment|H\.? ?No\.?) ?(?:No\.? ?)?[0-9A-Z/-]{{1,6}}, "
+    rf"(?:Flat|House|Plot|Door|Apt|Apartment|H\.? ?No\.?) ?(?:No\.? ?)?[0-9A-Z/-]{{1,6}}, "
     rf"(?:{_NAME_WORD} ){{1,4}}{_STREET_WORDS}(?:,? Sector [0-9]{{1,3}})?{_CITY}?{_IN_PIN}?"
 )
 _FRENCH_RE: Final = re.compile(
@@ -53,26 +56,32 @@ _SPANISH_RE: Final = re.compile(
     r",? (?:n[ºo°]\.? ?)?[0-9]{1,4}(?:,? [0-9]{1,2}[ºª°]? ?[A-Z]?\b)?"
     rf"{_POSTCODE_CITY}?"
 )
-_STREET_HINTS: Final = (
-    "St", "Rd", "Road", "Boulevard", "Ave", "Av", "Blvd", "Lane", "Ln", "Dr", "Ct", "Court", "Way", "Pl", "Terrace", "Close",
-    "Cres", "Pkwy", "Parkway", "Hwy", "Highway", "Sq", "Cir", "Trail", "Row", "Gardens", "Mews", "Grove",
-    "Nagar", "Marg", "Chowk", "Layout", "Colony", "Enclave", "Vihar",
+_ENGLISH_GATE: Final = gate(
+    "street st road rd boulevard blvd avenue ave av lane ln drive dr court ct way place pl terrace close "
+    "crescent cres parkway pkwy highway hwy square sq circle cir trail row gardens mews grove nagar marg "
+    "chowk layout colony enclave vihar"
 )
-_FOREIGN_HINTS: Final = ("rue", "avenue", "avenida", "av.", "boulevard", "bd ", "place", "chemin", "allée", "allee",
-                         "impasse", "quai", "route", "cours", "passage", "stra", "str.", "weg ", "allee",
-                         "platz", "gasse", "ring ", "damm", "ufer", "calle", "c/", "avda", "plaza", "paseo",
-                         "camino", "carrera", "ronda", "traves", "carretera")
+_FOREIGN_GATE: Final = gate(
+    "rue avenue av boulevard bd place chemin allée allee impasse quai route cours passage calle c avenida "
+    "avda plaza paseo camino carrera ronda travesía carretera"
+)
+# German street names are compounds ("Hauptstraße"): looked for as parts of words.
+_GERMAN_PARTS: Final = ("stra", "str.", "weg ", "allee", "platz", "gasse", "ring ", "damm", "ufer", "chaussee")
 
 
-def addresses(text: str) -> list[Found]:
-    if not any(ch.isdigit() for ch in text):
-        return []
+def addresses(view: TextView) -> list[Found]:
+    text = view.text
+    words = view.words
     found: list[Found] = []
-    if any(hint in text for hint in _STREET_HINTS):
-        found.extend(Found(m.start(), m.end(), "ADDRESS") for m in _ENGLISH_RE.finditer(text))
-        found.extend(Found(m.start(), m.end(), "ADDRESS") for m in _UNIT_FIRST_RE.finditer(text))
-    lowered = text.lower()
-    if any(hint in lowered for hint in _FOREIGN_HINTS):
-        for pattern in (_FRENCH_RE, _GERMAN_RE, _SPANISH_RE):
+    if words & _ENGLISH_GATE:
+        found.extend(Found(m.start(), m.end(), "ADDRESS") for m in _ENGLISH_RE.finditer(text)
+                     if m.start() == 0 or not text[m.start() - 1].isalnum())
+        if words & _UNIT_FIRST_GATE:
+            found.extend(Found(m.start(), m.end(), "ADDRESS") for m in _UNIT_FIRST_RE.finditer(text))
+    if words & _FOREIGN_GATE:
+        for pattern in (_FRENCH_RE, _SPANISH_RE):
             found.extend(Found(m.start(), m.end(), "ADDRESS") for m in pattern.finditer(text))
+    lowered = text.lower()
+    if any(part in lowered for part in _GERMAN_PARTS):
+        found.extend(Found(m.start(), m.end(), "ADDRESS") for m in _GERMAN_RE.finditer(text))
     return found

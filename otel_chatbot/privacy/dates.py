@@ -10,6 +10,7 @@ import re
 from typing import Final
 
 from otel_chatbot.privacy.spans import Found
+from otel_chatbot.privacy.view import TextView, gate
 
 _MONTH: Final = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
                  r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
@@ -27,14 +28,15 @@ _CUE_RE: Final = re.compile(
     r"(?i:\b(?:born|birth|birthdate|birthday|dob|d\.o\.b|date of birth|geboren|geburtsdatum|n[ée]e?\b"
     r"|date de naissance|fecha de nacimiento|nacid[oa]|data di nascita))"
 )
-_HINTS: Final = ("born", "birth", "dob", "d.o.b", "geb", "naiss", "nacim", "nacid", "nascita", "né")
+_GATE: Final = gate("born birth birthdate birthday dob d o b geboren geburtsdatum né née naissance nacimiento "
+                     "nacido nacida nascita")
 _WINDOW: Final = 40  # characters between the cue and the date
 
 
-def dates_of_birth(text: str) -> list[Found]:
-    lowered = text.lower()
-    if not any(hint in lowered for hint in _HINTS):
+def dates_of_birth(view: TextView) -> list[Found]:
+    if not (view.words & _GATE):
         return []
+    text = view.text
     cues = [(m.start(), m.end()) for m in _CUE_RE.finditer(text)]
     if not cues:
         return []

@@ -3,6 +3,9 @@
 Strong cues ("my name is", "name:", "Mr."/"Dr.") take the capitalised words that follow; weak cues
 ("this is", "I'm", "for", a sign-off) take them only when the first is a known given name or a
 second capitalised word follows, so "this is Urgent" or "I'm Happy" stay as they are.
+
+Fast path: the capitalised words are found with one regex (a leading character class, which the
+engine scans for quickly), and only for those the few words before are looked up in the cue sets.
 """
 
 from __future__ import annotations
@@ -12,29 +15,38 @@ from typing import Final
 
 from otel_chatbot.privacy.first_names import FIRST_NAMES
 from otel_chatbot.privacy.spans import Found
+from otel_chatbot.privacy.view import TextView, gate
 
 _CAP: Final = r"[A-ZÀ-ÝŁŚŻ][a-zà-ÿłśżćńó'’-]+"
 _PARTICLE: Final = r"(?:(?:de|da|del|della|di|van|von|der|den|le|la|du|dos|das|bin|ibn|al)[ -])"
-_FULL_NAME: Final = rf"{_CAP}(?: {_PARTICLE}?(?:Mc|Mac|O')?{_CAP}){{0,2}}"
-_STRONG_RE: Final = re.compile(
-    r"(?i:\b(?:my name(?:'s| is)|name ?:|full name(?: is| ?:)|i am called|people call me|je m'appelle|je suis"
-    r"|me llamo|mi nombre es|ich hei(?:ß|ss)e|mein name ist|mi chiamo|name on the (?:card|account|booking)"
-    r"(?: is)?|(?:card|account) ?holder(?: is| ?:)?)[,:]?\s+)"
-    rf"(?P<name>{_FULL_NAME})"
+_CAP_RE: Final = re.compile(_CAP)
+_FULL_NAME_RE: Final = re.compile(rf"{_CAP}(?: {_PARTICLE}?(?:Mc|Mac|O')?{_CAP}){{0,2}}")
+_HERE_RE: Final = re.compile(rf"({_CAP}(?: {_CAP})?) (?:here|speaking)\b")
+_LOWER_NAME_RE: Final = re.compile(r"[a-z][a-z'-]+(?: [a-z][a-z'-]+)?\b")
+
+_STRONG_CUES: Final = frozenset({
+    "my name is", "my name's", "name is", "name:", "full name", "full name is", "full name:",
+    "i am called", "people call me", "je m'appelle", "me llamo", "mi nombre es", "ich heiße", "ich heisse",
+    "mein name ist", "mi chiamo", "name on the card is", "name on the card", "name on the account is",
+    "name on the booking is", "card holder", "cardholder", "account holder", "card holder is",
+    "cardholder is", "account holder is", "cardholder:", "named", "mr.", "mrs.", "ms.", "dr.", "prof.",
+    "mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sr", "sra", "sr.", "sra.", "mme", "mlle", "herr", "frau",
+})
+_WEAK_CUES: Final = frozenset({
+    "this is", "it's", "it is", "i'm", "i am", "im", "je suis", "for", "from", "with", "by", "contact", "dear",
+    "hi", "hello", "hey", "ask for", "speak to", "speak with", "spoke to", "spoke with", "talk to", "talked to",
+    "signed", "sincerely", "regards", "best regards", "kind regards", "warm regards", "cheers", "thanks",
+    "thank you", "many thanks", "best", "love", "yours", "-", "—", "called", "agent", "call me",
+})
+_CUE_LAST_WORDS: Final = frozenset(
+    phrase.split()[-1].strip(":.,") for phrase in _STRONG_CUES | _WEAK_CUES
+) | {"name"}
+_GATE: Final = gate(
+    "name names this it i im for from with by contact dear hi hello hey ask speak spoke talk talked signed "
+    "sincerely regards cheers thanks thank best love yours mr mrs ms miss mx dr prof sr sra mme mlle herr "
+    "frau call called named holder cardholder appelle suis llamo nombre heiße heisse chiamo agent here "
+    "speaking"
 )
-# After "my name is" people also write their name in lower case: "my name is maria gonzalez".
-_LOWER_RE: Final = re.compile(
-    r"(?i:\bmy name is\s+)(?P<name>[a-z][a-z'-]+(?: [a-z][a-z'-]+)?)\b"
-)
-_TITLE_RE: Final = re.compile(rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sr|Sra|Mme|Mlle|Herr|Frau)\.? (?P<name>{_FULL_NAME})")
-_WEAK_RE: Final = re.compile(
-    r"(?i:(?:\b(?:best regards|kind regards|warm regards|many thanks|thanks again|this is|it's|it is|i'm"
-    r"|i am|im|for|from|with|by|contact|dear|hi|hello|hey|ask for|speak (?:to|with)|spoke (?:to|with)|signed"
-    r"|sincerely|regards|cheers|thanks|thank you|best|love|yours)\b|[-—])[,:]?\s+)"
-    rf"(?P<name>{_FULL_NAME})"
-)
-# "…, Nadia Gonzalez here", "Tom speaking"
-_HERE_RE: Final = re.compile(rf"(?:^|[,.!]\s*)(?P<name>{_FULL_NAME}) (?:here|speaking)\b")
 _NOT_NAMES: Final = frozenset("""
 i im the a an it this that these those my your our their his her its we you they he she me us them
 not very so just still also really here there sorry happy glad sure fine good okay ok urgent important
@@ -45,48 +57,92 @@ customer service team sales billing help admin manager please hello hi hey thank
 yes no when where what why how which who order account card booking delivery refund payment premium pro
 basic plan app website chat bot email phone iphone android windows mac google amazon apple microsoft
 paypal visa mastercard uber netflix spotify whatsapp instagram facebook twitter slack today tomorrow
-yesterday morning evening night week month year christmas easter
+yesterday morning evening night week month year christmas easter black great awesome
 """.split())
-_NAME_HINTS: Final = ("name", "Name", "NAME", "this is", "This is", "I'm", "I am", "i'm", "Mr", "Ms",
-                      "Mrs", "Dr", "Miss", "Prof", "for ", "For ", "Thank", "thank", "Regards", "regards",
-                      "Cheers", "Best", "Sincerely", "- ", "Hi ", "Hello ", "Dear ", "from ", "speak", "spoke",
-                      "ask for", "holder", "llamo", "appelle", "heiße", "heisse", "chiamo", "suis", "it's",
-                      "It's", "with ", "by ", "Love", "Yours", "signed", "Signed", "— ", "Frau", "Herr", "Mme",
-                      "Sra", "Sr")
+_STRIP: Final = ",;\"()[]"
 
 
-def names(text: str) -> list[Found]:
-    if not any(hint in text for hint in _NAME_HINTS):
+def names(view: TextView) -> list[Found]:
+    if not (view.words & _GATE) and "-" not in view.text and "—" not in view.text:
         return []
+    text = view.text
     found: list[Found] = []
-    for m in _LOWER_RE.finditer(text):
-        words = m.group("name").split()
-        if words[0] not in _NOT_NAMES:
-            end = m.start("name") + len(words[0]) if words[-1] in _NOT_NAMES else m.end("name")
-            found.append(Found(m.start("name"), end, "NAME"))
-    for m in _TITLE_RE.finditer(text):
-        found.append(Found(m.start("name"), m.end("name"), "NAME"))
-    found += _cued(_STRONG_RE, text, strong=True)
-    found += _cued(_WEAK_RE, text, strong=False)
-    found += _cued(_HERE_RE, text, strong=False)
+    done = 0
+    for m in _CAP_RE.finditer(text):
+        start = m.start()
+        if start < done:
+            continue
+        strength = _cue_before(text, start)
+        if strength is None:
+            continue
+        name = _FULL_NAME_RE.match(text, start)
+        if name is None:
+            continue
+        span = _trim(name.group(0), start, strong=strength)
+        if span is not None:
+            found.append(Found(span[0], span[1], "NAME"))
+            done = span[1]
+    if b"here" in view.words or b"speaking" in view.words:
+        for m in _HERE_RE.finditer(text):
+            span = _trim(m.group(1), m.start(1), strong=False)
+            if span is not None and (m.start() == 0 or text[m.start() - 1] in " \n\t") and \
+                    _ends_clause(text, m.start()):
+                found.append(Found(span[0], span[1], "NAME"))
+    if b"name" in view.words:
+        found += _lower_case_names(text)
     return found
 
 
-def _cued(pattern: re.Pattern[str], text: str, strong: bool) -> list[Found]:
-    """Names after each cue of ``pattern``. A capitalised word that turns out to be no name may be
-    the next cue ("Hello, Thanks, Grace"), so the search resumes at it rather than after it."""
+def _ends_clause(text: str, start: int) -> bool:
+    """True when ``start`` opens a clause ("…, Nadia here", "Hi! Tom speaking")."""
+    before = text[:start].rstrip()
+    return not before or before[-1] in ",.!?:;\n"
+
+
+def _cue_before(text: str, start: int) -> bool | None:
+    """True (strong cue), False (weak cue) or None (no cue) for the words just before ``start``."""
+    if start == 0 or not text[start - 1].isspace():
+        return None
+    # Cheap first look: the word just before must be one that ends a cue phrase.
+    before = text[max(0, start - 26) : start].rstrip()
+    last_word = before[before.rfind(" ") + 1 :].lower().strip(_STRIP + ":.")
+    if last_word not in _CUE_LAST_WORDS:
+        return None
+    window = before.lower().split()
+    if not window:
+        return None
+    last = window[-1]
+    if last[-1] in ".!?" and last.rstrip(".") not in _TITLES:
+        return None  # the previous sentence ended; a new one starts with a capital anyway
+    words = [w.strip(_STRIP) for w in window[-4:]]
+    for n in (4, 3, 2, 1):
+        if len(words) >= n:
+            phrase = " ".join(words[-n:]).rstrip(",")
+            if phrase in _STRONG_CUES:
+                return True
+            if phrase in _WEAK_CUES:
+                return False
+    return None
+
+
+_TITLES: Final = frozenset({"mr", "mrs", "ms", "dr", "prof", "sr", "sra"})
+
+
+def _lower_case_names(text: str) -> list[Found]:
+    """After "my name is" people also write their name in lower case: "my name is maria gonzalez"."""
     found: list[Found] = []
-    pos = 0
-    while True:
-        m = pattern.search(text, pos)
-        if m is None:
-            return found
-        span = _trim(m.group("name"), m.start("name"), strong)
-        if span is None:
-            pos = m.start("name")
-        else:
-            found.append(Found(span[0], span[1], "NAME"))
-            pos = span[1]
+    lowered = text.lower()
+    at = lowered.find("my name is ")
+    while at >= 0:
+        pos = at + len("my name is ")
+        m = _LOWER_NAME_RE.match(text, pos)
+        if m is not None:
+            words = m.group(0).split()
+            if words[0] not in _NOT_NAMES:
+                end = pos + len(words[0]) if words[-1] in _NOT_NAMES else m.end()
+                found.append(Found(pos, end, "NAME"))
+        at = lowered.find("my name is ", pos)
+    return found
 
 
 def _trim(name: str, start: int, strong: bool) -> tuple[int, int] | None:

@@ -15,6 +15,7 @@ from typing import Final
 from otel_chatbot.privacy.checksums import card_issuer_length_valid, luhn_valid, ssn_valid
 from otel_chatbot.privacy.cues import BUSINESS_WORDS, PHONE_WORDS, SSN_WORDS, nearest_cue
 from otel_chatbot.privacy.spans import Found
+from otel_chatbot.privacy.view import TextView
 
 # Runs of digits and number punctuation; each run is then searched with _NUMBER_RE.
 _NUMBER_RUN_RE: Final = re.compile(r"[0-9+(][0-9 ().+/-]{5,}[0-9]")
@@ -36,7 +37,6 @@ _NUMBER_RE: Final = re.compile(
 _PHONE_RE: Final = re.compile(
     r"\+?[0-9]{1,4}(?:[ .-]?\(?[0-9]{1,4}\)?){1,6}|\([0-9]{3}\) ?[0-9]{3}[ .-][0-9]{4}"
 )
-_DIGITS: Final = b"0123456789"
 _RUN_CLASSES: Final = bytes(ord("0") if chr(i) in "0123456789 ().+/-" else ord("x") for i in range(256))
 _RUN_HINT: Final = b"0000000"  # a number run is at least 7 consecutive number characters
 # Characters that, just before a number, make it part of a larger token (an id, a version, a word).
@@ -44,10 +44,6 @@ _NUMBER_GLUE: Final = frozenset("0123456789.-+_/abcdefghijklmnopqrstuvwxyzABCDEF
 # Words that make a dotted quad a version number rather than an address.
 _VERSION_WORDS: Final = ("version", "release", "build", "v", "ver", "python", "firmware", "rev")
 _PHONE, _BUSINESS, _SSN = 0, 1, 2
-
-
-def count_digits(raw: bytes) -> int:
-    return len(raw) - len(raw.translate(None, _DIGITS))
 
 
 def _card_valid(text: str) -> bool:
@@ -99,8 +95,9 @@ def _number_runs(text: str, raw: bytes) -> Iterator[re.Match[str]]:
         pos = runs.find(_RUN_HINT, end)
 
 
-def numbers(text: str, raw: bytes, kinds: frozenset[str]) -> list[Found]:
-    """Cards, IPv4 addresses, phone numbers and SSNs (``kinds`` selects; ``raw`` is the UTF-8)."""
+def numbers(view: TextView, kinds: frozenset[str]) -> list[Found]:
+    """Cards, IPv4 addresses, phone numbers and SSNs (``kinds`` selects)."""
+    text, raw = view.text, view.raw
     found: list[Found] = []
     size = len(text)
     for run in _number_runs(text, raw):

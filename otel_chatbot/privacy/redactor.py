@@ -9,6 +9,7 @@ from typing import Final
 from otel_chatbot.privacy import addresses, dates, identifiers, names, numbers, structured
 from otel_chatbot.privacy.pseudonym import Pseudonymiser
 from otel_chatbot.privacy.spans import Found, merge
+from otel_chatbot.privacy.view import TextView
 
 KINDS: Final = ("email", "phone", "card", "iban", "ip", "api_key", "token", "ssn", "national_id", "passport",
                 "dob", "address", "name")
@@ -66,23 +67,23 @@ class Redactor:
             found += structured.api_keys(text)
         if "email" in kinds and "@" in text:
             found += structured.emails(text)
-        raw = text.encode("utf-8", "surrogatepass")
-        digits = numbers.count_digits(raw)
-        if "iban" in kinds and digits >= 10 and _IBAN_HINT in raw.translate(_IBAN_CLASSES):
+        view = TextView(text)
+        digits = view.digits
+        if "iban" in kinds and digits >= 10 and _IBAN_HINT in view.raw.translate(_IBAN_CLASSES):
             found += structured.ibans(text)
         if "ip" in kinds and text.count(":") >= 2:
             found += structured.ipv6(text)
         if digits >= 4:
             if self._numbers:
-                found += numbers.numbers(text, raw, kinds)
+                found += numbers.numbers(view, kinds)
             if self._ids:
-                found += identifiers.identifiers(text, kinds)
+                found += identifiers.identifiers(view, kinds)
         if digits >= 2 and "dob" in kinds:
-            found += dates.dates_of_birth(text)
+            found += dates.dates_of_birth(view)
         if digits and "address" in kinds:
-            found += addresses.addresses(text)
+            found += addresses.addresses(view)
         if "name" in kinds:
-            found += names.names(text)
+            found += names.names(view)
         for pattern, label in self._custom:
             found += [Found(m.start(), m.end(), label) for m in pattern.finditer(text) if m.end() > m.start()]
         for finder in self._extra:

@@ -32,6 +32,9 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("queue_max_spans", "N", "spans accepted but not yet committed before refusing with 429 (default 50000)"),
     ("write_batch_spans", "N", "most spans committed in one database transaction (default 8192)"),
     ("writers", "N", "database writer threads/connections committing in parallel (default 1)"),
+    ("redact_ner_model", "MODEL", "spaCy model of the NER backend (default en_core_web_sm; needs --redact-ner)"),
+    ("pseudonym_key", "KEY", "with --redact: stable keyed tokens (<EMAIL:7f3a09c2>) instead of markers; "
+                             "HMAC key, at least 16 bytes"),
     ("prices_file", "FILE", "JSON model price table overriding/extending the packaged one"),
     ("label_cap", "N", "distinct values per Prometheus label before folding into 'other' (default 50)"),
     ("grpc_workers", "N", "gRPC worker threads (default 16)"),
@@ -44,6 +47,7 @@ _DATABASE_SETTINGS: tuple[tuple[str, str, str], ...] = (
 )
 _BOOL_SETTINGS: tuple[tuple[str, str], ...] = (
     ("redact", "redact PII in message attributes on the processor too (default off: the SDK redacts)"),
+    ("redact_ner", "with --redact: add model-found names and places (pip install 'otel-chatbot[ner]')"),
     ("migrate", "apply pending schema migrations at start (default on)"),
 )
 
@@ -73,7 +77,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     for name, metavar, text in _SETTINGS:
         _add_setting(parser, name, metavar, text)
     for name, text in _BOOL_SETTINGS:
-        parser.add_argument("--" + name, dest=name, action=argparse.BooleanOptionalAction, default=None,
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, action=argparse.BooleanOptionalAction, default=None,
                             help=text)
 
 

@@ -92,12 +92,24 @@ LEGACY_COMPLETION_PREFIX: Final = "gen_ai.completion."
 OPENINFERENCE_INPUT_MESSAGES_PREFIX: Final = "llm.input_messages."
 OPENINFERENCE_OUTPUT_MESSAGES_PREFIX: Final = "llm.output_messages."
 
-# Attributes that carry message text: PII redaction applies to these (and to their prefixes).
-MESSAGE_ATTRIBUTES: Final = (INPUT_VALUE, OUTPUT_VALUE, "gen_ai.input.messages", "gen_ai.output.messages",
-                              "gen_ai.system_instructions", CHAT_FEEDBACK_COMMENT)
+# Attributes that carry message text: PII redaction applies to these (and to their prefixes), in the
+# SDK's exporter and in the processor alike. Besides our own and the GenAI names: OpenInference's
+# invocation parameters and prompt templates (which embed the user's variables), and OpenLLMetry's
+# entity inputs/outputs and indexed prompts, which carry the user's text verbatim from apps that do
+# not use our SDK.
+MESSAGE_ATTRIBUTES: Final = (
+    INPUT_VALUE, OUTPUT_VALUE, "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
+    CHAT_FEEDBACK_COMMENT, "llm.invocation_parameters", "traceloop.entity.input", "traceloop.entity.output",
+    "gen_ai.prompt", "gen_ai.completion", "ai.prompt", "ai.prompt.messages", "ai.response.text",
+)
 MESSAGE_ATTRIBUTE_PREFIXES: Final = (
     LEGACY_PROMPT_PREFIX,
     LEGACY_COMPLETION_PREFIX,
     OPENINFERENCE_INPUT_MESSAGES_PREFIX,
     OPENINFERENCE_OUTPUT_MESSAGES_PREFIX,
+    "llm.prompts.",
+    "llm.prompt_template.",
+    "gen_ai.task.",
+    "traceloop.entity.",
+    "retrieval.documents.",
 )

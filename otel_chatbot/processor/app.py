@@ -111,7 +111,7 @@ class Processor:
             if applied:
                 _log.info("applied migrations %s", applied)
         auth = BearerAuth(config.auth_token)
-        redact = _redactor() if config.redact else None
+        redact = _redactor(config) if config.redact else None
         writers = [BatchWriter(self._url) for _ in range(config.writers)]
         self._pipeline = Pipeline(writers, self.metrics,
                                   queue_max_spans=config.queue_max_spans,
@@ -197,10 +197,18 @@ class Processor:
         return turn_exists(self.database_url, turn_id)
 
 
-def _redactor() -> Any:
-    from otel_chatbot.privacy import redact
+def _redactor(config: ProcessorConfig) -> Any:
+    from otel_chatbot.privacy import Redactor
 
-    return redact
+    finders = []
+    if config.redact_ner:
+        from otel_chatbot.privacy.ner import NerFinder, NerUnavailable
+
+        try:
+            finders.append(NerFinder(config.redact_ner_model))
+        except NerUnavailable as exc:
+            raise ConfigError(str(exc)) from None
+    return Redactor(pseudonym_key=config.pseudonym_key, extra_finders=finders)
 
 
 @contextlib.contextmanager

@@ -64,6 +64,13 @@ class ProcessorConfig:
     label_cap: int = 50
     # Redact PII in message attributes on the processor too (the SDK already does it at the source).
     redact: bool = False
+    # With redact: also run the named-entity backend (the "ner" extra: Presidio + a spaCy model) for
+    # names and places the rules have no cue for. Slower (milliseconds per message); off by default.
+    redact_ner: bool = False
+    redact_ner_model: str = "en_core_web_sm"
+    # With redact: replace values by stable keyed tokens (<EMAIL:7f3a09c2>, HMAC-SHA256 under this key)
+    # instead of [REDACTED:EMAIL], so "same customer, same e-mail" stays visible. Keep it secret.
+    pseudonym_key: str | None = None
     # Apply pending migrations at start; off when a separate `otel-chatbot migrate` job owns the schema.
     migrate: bool = True
     grpc_workers: int = 16
@@ -105,6 +112,11 @@ class ProcessorConfig:
                               f"got {self.shutdown_timeout}")
         if self.prices_file is not None and not self.prices_file.is_file():
             raise ConfigError(f"prices_file: no such file {str(self.prices_file)!r}")
+        if self.pseudonym_key is not None and len(self.pseudonym_key.encode()) < 16:
+            raise ConfigError("pseudonym_key: at least 16 bytes are needed (a long random string)")
+        if (self.redact_ner or self.pseudonym_key is not None) and not self.redact:
+            key = "redact_ner" if self.redact_ner else "pseudonym_key"
+            raise ConfigError(f"{key}: takes effect only with redact on (--redact)")
         if self.log_level not in _LOG_LEVELS:
             raise ConfigError(f"log_level: expected one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}")
 

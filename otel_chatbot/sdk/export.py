@@ -24,8 +24,8 @@ __all__ = ["ContentFilterExporter", "is_message_attribute"]
 
 # Besides the shared list: OpenInference attributes that can echo prompts (invocation parameters,
 # prompt templates and their variables, legacy completion-style prompts).
-_MESSAGE_KEYS = frozenset(semconv.MESSAGE_ATTRIBUTES) | {"llm.invocation_parameters"}
-_MESSAGE_PREFIXES = (*semconv.MESSAGE_ATTRIBUTE_PREFIXES, "llm.prompts.", "llm.prompt_template.")
+_MESSAGE_KEYS = frozenset(semconv.MESSAGE_ATTRIBUTES)
+_MESSAGE_PREFIXES = semconv.MESSAGE_ATTRIBUTE_PREFIXES
 # Event attributes that carry text: GenAI content events and exception messages.
 _EVENT_TEXT_KEYS = frozenset(
     {"content", "gen_ai.prompt", "gen_ai.completion", "exception.message", "message"}

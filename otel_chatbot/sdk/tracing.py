@@ -119,7 +119,8 @@ def _resolve_redactor(redact: bool | Callable[[str], str] | None) -> Callable[[s
     if redact is None:
         redact = _env_bool("OTEL_CHATBOT_REDACT", True)
     if redact is True:
-        return Redactor()
+        # A key turns markers into stable keyed tokens (<EMAIL:7f3a09c2>); see otel_chatbot.privacy.
+        return Redactor(pseudonym_key=os.environ.get("OTEL_CHATBOT_PSEUDONYM_KEY") or None)
     if redact is False:
         return None
     if not callable(redact):

@@ -37,6 +37,9 @@ _WEAK_CUES: Final = frozenset({
     "hi", "hello", "hey", "ask for", "speak to", "speak with", "spoke to", "spoke with", "talk to", "talked to",
     "signed", "sincerely", "regards", "best regards", "kind regards", "warm regards", "cheers", "thanks",
     "thank you", "many thanks", "best", "love", "yours", "-", "—", "called", "agent", "call me",
+    # How replies address the user by name: "Noted, Maria Gonzalez." "Sure, Tom!"
+    "noted", "sure", "okay", "ok", "certainly", "of course", "welcome", "sorry", "great", "got it",
+    "understood", "good morning", "good afternoon", "good evening", "no problem", "absolutely",
 })
 _CUE_LAST_WORDS: Final = frozenset(
     phrase.split()[-1].strip(":.,") for phrase in _STRONG_CUES | _WEAK_CUES
@@ -45,7 +48,8 @@ _GATE: Final = gate(
     "name names this it i im for from with by contact dear hi hello hey ask speak spoke talk talked signed "
     "sincerely regards cheers thanks thank best love yours mr mrs ms miss mx dr prof sr sra mme mlle herr "
     "frau call called named holder cardholder appelle suis llamo nombre heiße heisse chiamo agent here "
-    "speaking"
+    "speaking noted sure okay ok certainly course welcome sorry great got understood morning afternoon "
+    "evening problem absolutely"
 )
 _NOT_NAMES: Final = frozenset("""
 i im the a an it this that these those my your our their his her its we you they he she me us them

@@ -40,6 +40,11 @@ _UNIT_FIRST_RE: Final = re.compile(
     rf"(?:Flat|House|Plot|Door|Apt|Apartment|H\.? ?No\.?) ?(?:No\.? ?)?[0-9A-Z/-]{{1,6}}, "
     rf"(?:{_NAME_WORD} ){{1,4}}{_STREET_WORDS}(?:,? Sector [0-9]{{1,3}})?{_CITY}?{_IN_PIN}?"
 )
+# Indian addresses often have no street word: "House No. 45, Sector 17, Chandigarh 160017".
+_SECTOR_RE: Final = re.compile(
+    r"(?:House|H\.? ?No\.?|Plot|Flat|Door) ?(?:No\.? ?)?[0-9]{1,5}[A-Z]?, (?:Sector|Block|Phase|Ward) [0-9]{1,3}[A-Z]?"
+    rf"{_CITY}?{_IN_PIN}?"
+)
 _FRENCH_RE: Final = re.compile(
     r"(?i:\b[0-9]{1,4}(?: ?(?:bis|ter))?,? (?:rue|avenue|av\.|boulevard|bd|place|chemin|all[ée]e|impasse"
     r"|quai|route|cours|passage)\b)"
@@ -76,8 +81,9 @@ def addresses(view: TextView) -> list[Found]:
     if words & _ENGLISH_GATE:
         found.extend(Found(m.start(), m.end(), "ADDRESS") for m in _ENGLISH_RE.finditer(text)
                      if m.start() == 0 or not text[m.start() - 1].isalnum())
-        if words & _UNIT_FIRST_GATE:
-            found.extend(Found(m.start(), m.end(), "ADDRESS") for m in _UNIT_FIRST_RE.finditer(text))
+    if words & _UNIT_FIRST_GATE:
+        found.extend(Found(m.start(), m.end(), "ADDRESS") for m in _UNIT_FIRST_RE.finditer(text))
+        found.extend(Found(m.start(), m.end(), "ADDRESS") for m in _SECTOR_RE.finditer(text))
     if words & _FOREIGN_GATE:
         for pattern in (_FRENCH_RE, _SPANISH_RE):
             found.extend(Found(m.start(), m.end(), "ADDRESS") for m in pattern.finditer(text))

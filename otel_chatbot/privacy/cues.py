@@ -18,7 +18,8 @@ BUSINESS_WORDS: Final = frozenset({
 # Words that make a bare digit run a phone number.
 PHONE_WORDS: Final = frozenset({
     "call", "calls", "text", "sms", "phone", "mobile", "cell", "cellphone", "tel", "telephone", "whatsapp",
-    "reach", "ring", "contact", "landline", "fax", "dial", "callback", "viber", "signal", "telegram",
+    "reach", "ring", "contact", "landline", "fax", "dial", "callback", "viber", "signal", "telegram", "ph",
+    "mob", "cel", "tlf", "telefono", "teléfono", "téléphone", "handy", "portable",
 })
 _POSSESSIVES: Final = frozenset({"my", "our", "his", "her", "their", "your"})
 SSN_WORDS: Final = frozenset({"ssn", "social", "ss", "itin", "tin"})

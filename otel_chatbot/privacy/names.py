@@ -29,7 +29,8 @@ _STRONG_CUES: Final = frozenset({
     "i am called", "people call me", "je m'appelle", "me llamo", "mi nombre es", "ich heiße", "ich heisse",
     "mein name ist", "mi chiamo", "name on the card is", "name on the card", "name on the account is",
     "name on the booking is", "card holder", "cardholder", "account holder", "card holder is",
-    "cardholder is", "account holder is", "cardholder:", "named", "mr.", "mrs.", "ms.", "dr.", "prof.",
+    "cardholder is", "account holder is", "cardholder:", "named", "name of", "in the name of",
+    "under the name", "under the name of", "mr.", "mrs.", "ms.", "dr.", "prof.",
     "mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sr", "sra", "sr.", "sra.", "mme", "mlle", "herr", "frau",
 })
 _WEAK_CUES: Final = frozenset({
@@ -39,7 +40,10 @@ _WEAK_CUES: Final = frozenset({
     "thank you", "many thanks", "best", "love", "yours", "-", "—", "called", "agent", "call me",
     # How replies address the user by name: "Noted, Maria Gonzalez." "Sure, Tom!"
     "noted", "sure", "okay", "ok", "certainly", "of course", "welcome", "sorry", "great", "got it",
-    "understood", "good morning", "good afternoon", "good evening", "no problem", "absolutely",
+    "understood", "good morning", "good afternoon", "good evening", "no problem", "absolutely", "--",
+    # People named through their relation to the writer: "my wife Emily Carter placed the order".
+    "my wife", "my husband", "my son", "my daughter", "my mother", "my father", "my mom", "my dad",
+    "my partner", "my friend", "my colleague", "my boss", "my brother", "my sister", "my manager",
 })
 _CUE_LAST_WORDS: Final = frozenset(
     phrase.split()[-1].strip(":.,") for phrase in _STRONG_CUES | _WEAK_CUES
@@ -49,7 +53,8 @@ _GATE: Final = gate(
     "sincerely regards cheers thanks thank best love yours mr mrs ms miss mx dr prof sr sra mme mlle herr "
     "frau call called named holder cardholder appelle suis llamo nombre heiße heisse chiamo agent here "
     "speaking noted sure okay ok certainly course welcome sorry great got understood morning afternoon "
-    "evening problem absolutely"
+    "evening problem absolutely i'm it's wife husband son daughter mother father mom dad partner friend "
+    "colleague boss brother sister manager"
 )
 _NOT_NAMES: Final = frozenset("""
 i im the a an it this that these those my your our their his her its we you they he she me us them
@@ -109,7 +114,9 @@ def _cue_before(text: str, start: int) -> bool | None:
         return None
     # Cheap first look: the word just before must be one that ends a cue phrase.
     before = text[max(0, start - 26) : start].rstrip()
-    last_word = before[before.rfind(" ") + 1 :].lower().strip(_STRIP + ":.")
+    if not before:
+        return None
+    last_word = before.rsplit(None, 1)[-1].lower().strip(_STRIP + ":.")
     if last_word not in _CUE_LAST_WORDS:
         return None
     window = before.lower().split()

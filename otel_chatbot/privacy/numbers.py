@@ -42,7 +42,9 @@ _RUN_HINT: Final = b"0000000"  # a number run is at least 7 consecutive number c
 # Characters that, just before a number, make it part of a larger token (an id, a version, a word).
 _NUMBER_GLUE: Final = frozenset("0123456789.-+_/abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 # Words that make a dotted quad a version number rather than an address.
-_VERSION_WORDS: Final = ("version", "release", "build", "v", "ver", "python", "firmware", "rev")
+_VERSION_WORDS: Final = frozenset({"version", "release", "build", "v", "ver", "python", "firmware", "rev",
+                                   "update", "updated", "upgrade", "upgraded", "patch", "patched", "os",
+                                   "app", "driver", "bios", "kernel"})
 _PHONE, _BUSINESS, _SSN = 0, 1, 2
 
 
@@ -64,9 +66,9 @@ def _phone_valid(text: str) -> bool:
 
 
 def _ipv4_valid(before: str) -> bool:
-    words = before[-12:].lower().replace(":", " ").split()
-    last = words[-1] if words else ""
-    return not (last in _VERSION_WORDS or before.endswith(("v", "V")))
+    """False when a version word stands within the few words before ("firmware to 4.19.2.1")."""
+    words = before.lower().replace(":", " ").split()[-3:]
+    return not (_VERSION_WORDS.intersection(words) or before.endswith(("v", "V")))
 
 
 def _number_runs(text: str, raw: bytes) -> Iterator[re.Match[str]]:
@@ -121,7 +123,7 @@ def _classify(m: re.Match[str], kinds: frozenset[str]) -> str | None:
     start = m.start()
     group = m.lastgroup
     if group == "ipv4":
-        ok = "ip" in kinds and _ipv4_valid(text[max(0, start - 12) : start])
+        ok = "ip" in kinds and _ipv4_valid(text[max(0, start - 24) : start])
         return "IP" if ok else None
     cue = nearest_cue(text, start, PHONE_WORDS, BUSINESS_WORDS, SSN_WORDS)
     if cue == _BUSINESS:

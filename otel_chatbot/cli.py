@@ -32,7 +32,8 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("queue_max_spans", "N", "spans accepted but not yet committed before refusing with 429 (default 50000)"),
     ("write_batch_spans", "N", "most spans committed in one database transaction (default 8192)"),
     ("writers", "N", "database writer threads/connections committing in parallel (default 1)"),
-    ("redact_ner_model", "MODEL", "spaCy model of the NER backend (default en_core_web_sm; needs --redact-ner)"),
+    ("redact_ner_model", "MODEL", "spaCy model of the NER backend (default en_core_web_sm; "
+                                  "needs --redact-ner)"),
     ("pseudonym_key", "KEY", "with --redact: stable keyed tokens (<EMAIL:7f3a09c2>) instead of markers; "
                              "HMAC key, at least 16 bytes"),
     ("prices_file", "FILE", "JSON model price table overriding/extending the packaged one"),
@@ -77,7 +78,8 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     for name, metavar, text in _SETTINGS:
         _add_setting(parser, name, metavar, text)
     for name, text in _BOOL_SETTINGS:
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, action=argparse.BooleanOptionalAction, default=None,
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, action=argparse.BooleanOptionalAction,
+                            default=None,
                             help=text)
 
 

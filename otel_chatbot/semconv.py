@@ -98,7 +98,8 @@ OPENINFERENCE_OUTPUT_MESSAGES_PREFIX: Final = "llm.output_messages."
 # entity inputs/outputs and indexed prompts, which carry the user's text verbatim from apps that do
 # not use our SDK.
 MESSAGE_ATTRIBUTES: Final = (
-    INPUT_VALUE, OUTPUT_VALUE, "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
+    INPUT_VALUE, OUTPUT_VALUE, "gen_ai.input.messages", "gen_ai.output.messages",
+    "gen_ai.system_instructions",
     CHAT_FEEDBACK_COMMENT, "llm.invocation_parameters", "traceloop.entity.input", "traceloop.entity.output",
     "gen_ai.prompt", "gen_ai.completion", "ai.prompt", "ai.prompt.messages", "ai.response.text",
 )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HANDWRITTEN = Path(__file__).parent / "testdata" / "pii_handwritten.tsv"
+HELD_OUT = Path(__file__).parent / "testdata" / "pii_heldout.tsv"
 CATEGORIES = ("EMAIL", "PHONE", "CARD", "SSN", "IBAN", "IP", "NAME", "ADDRESS", "DOB", "PASSPORT")
 STRUCTURED = ("EMAIL", "PHONE", "CARD", "SSN", "IBAN", "IP")
 
@@ -24,30 +25,147 @@ class Message:
     pii: tuple[tuple[str, str], ...]  # (category, the exact substring that must disappear)
 
 
-FIRST = ["Sarah", "Maria", "John", "Priya", "Ahmed", "Lena", "Carlos", "Yuki", "Olivia", "Mateo", "Fatima",
-         "David", "Chloe", "Rahul", "Anna", "Tom", "Isabella", "Kevin", "Nadia", "Lucas", "Emma", "Wei",
-         "Grace", "Omar", "Julia", "Daniel", "Sofia", "Mark", "Elena", "Sean"]
-LAST = ["Whitfield", "Gonzalez", "Smith", "Patel", "Khan", "Schneider", "Ruiz", "Tanaka", "Brown", "Silva",
-        "Haddad", "Miller", "Dubois", "Sharma", "Kowalski", "Nguyen", "Rossi", "O'Brien", "Fischer", "Moreau",
-        "Johnson", "Chen", "Murphy", "Lopez", "Novak", "Andersen", "Costa", "Walker", "Ivanova", "Kelly"]
-STREETS_US = ["Sunset Road", "Maple Avenue", "Oak Street", "Cedar Lane", "Pine Drive", "Elm Court",
-              "Lakeview Boulevard", "Hillcrest Way", "Washington St", "Park Ave", "River Rd", "Forest Ln"]
-CITIES_US = [("Portland", "OR", "97209"), ("Austin", "TX", "78701"), ("Denver", "CO", "80202"),
-             ("Columbus", "OH", "43215"), ("Seattle", "WA", "98101"), ("Madison", "WI", "53703")]
-UK = [("Baker Street", "London", "NW1 6XE"), ("High Street", "Oxford", "OX1 4AP"),
-      ("Church Lane", "Leeds", "LS1 3EX"), ("Station Road", "Bristol", "BS1 6QF")]
-FR = [("rue de la Paix", "33000", "Bordeaux"), ("avenue Victor Hugo", "75016", "Paris"),
-      ("boulevard Saint-Michel", "69002", "Lyon"), ("place du Marché", "44000", "Nantes")]
-DE = [("Hauptstraße", "10115", "Berlin"), ("Bahnhofstraße", "80335", "München"),
-      ("Gartenweg", "50667", "Köln"), ("Lindenallee", "20095", "Hamburg")]
-ES = [("Calle Mayor", "28013", "Madrid"), ("Avenida de la Constitución", "41001", "Sevilla"),
-      ("Calle de Alcalá", "28014", "Madrid"), ("Plaza Mayor", "37002", "Salamanca")]
-IN = [("MG Road", "Bengaluru", "560001"), ("Nehru Nagar", "Delhi", "110024"),
-      ("Anna Salai Road", "Chennai", "600002")]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December"]
-PRODUCTS = ["AirFlow Pro", "Router X2", "Galaxy Buds", "Kindle Paperwhite", "ThinkPad T14", "Echo Dot",
-            "Model S", "Premium Plan", "Family Bundle", "Nimbus 3000"]
+FIRST = [
+    "Sarah",
+    "Maria",
+    "John",
+    "Priya",
+    "Ahmed",
+    "Lena",
+    "Carlos",
+    "Yuki",
+    "Olivia",
+    "Mateo",
+    "Fatima",
+    "David",
+    "Chloe",
+    "Rahul",
+    "Anna",
+    "Tom",
+    "Isabella",
+    "Kevin",
+    "Nadia",
+    "Lucas",
+    "Emma",
+    "Wei",
+    "Grace",
+    "Omar",
+    "Julia",
+    "Daniel",
+    "Sofia",
+    "Mark",
+    "Elena",
+    "Sean",
+]
+LAST = [
+    "Whitfield",
+    "Gonzalez",
+    "Smith",
+    "Patel",
+    "Khan",
+    "Schneider",
+    "Ruiz",
+    "Tanaka",
+    "Brown",
+    "Silva",
+    "Haddad",
+    "Miller",
+    "Dubois",
+    "Sharma",
+    "Kowalski",
+    "Nguyen",
+    "Rossi",
+    "O'Brien",
+    "Fischer",
+    "Moreau",
+    "Johnson",
+    "Chen",
+    "Murphy",
+    "Lopez",
+    "Novak",
+    "Andersen",
+    "Costa",
+    "Walker",
+    "Ivanova",
+    "Kelly",
+]
+STREETS_US = [
+    "Sunset Road",
+    "Maple Avenue",
+    "Oak Street",
+    "Cedar Lane",
+    "Pine Drive",
+    "Elm Court",
+    "Lakeview Boulevard",
+    "Hillcrest Way",
+    "Washington St",
+    "Park Ave",
+    "River Rd",
+    "Forest Ln",
+]
+CITIES_US = [
+    ("Portland", "OR", "97209"),
+    ("Austin", "TX", "78701"),
+    ("Denver", "CO", "80202"),
+    ("Columbus", "OH", "43215"),
+    ("Seattle", "WA", "98101"),
+    ("Madison", "WI", "53703"),
+]
+UK = [
+    ("Baker Street", "London", "NW1 6XE"),
+    ("High Street", "Oxford", "OX1 4AP"),
+    ("Church Lane", "Leeds", "LS1 3EX"),
+    ("Station Road", "Bristol", "BS1 6QF"),
+]
+FR = [
+    ("rue de la Paix", "33000", "Bordeaux"),
+    ("avenue Victor Hugo", "75016", "Paris"),
+    ("boulevard Saint-Michel", "69002", "Lyon"),
+    ("place du Marché", "44000", "Nantes"),
+]
+DE = [
+    ("Hauptstraße", "10115", "Berlin"),
+    ("Bahnhofstraße", "80335", "München"),
+    ("Gartenweg", "50667", "Köln"),
+    ("Lindenallee", "20095", "Hamburg"),
+]
+ES = [
+    ("Calle Mayor", "28013", "Madrid"),
+    ("Avenida de la Constitución", "41001", "Sevilla"),
+    ("Calle de Alcalá", "28014", "Madrid"),
+    ("Plaza Mayor", "37002", "Salamanca"),
+]
+IN = [
+    ("MG Road", "Bengaluru", "560001"),
+    ("Nehru Nagar", "Delhi", "110024"),
+    ("Anna Salai Road", "Chennai", "600002"),
+]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+PRODUCTS = [
+    "AirFlow Pro",
+    "Router X2",
+    "Galaxy Buds",
+    "Kindle Paperwhite",
+    "ThinkPad T14",
+    "Echo Dot",
+    "Model S",
+    "Premium Plan",
+    "Family Bundle",
+    "Nimbus 3000",
+]
 
 
 def _luhn_complete(prefix: str, length: int, rng: random.Random) -> str:
@@ -101,9 +219,16 @@ def _phone(rng: random.Random) -> str:
 
 def _date(rng: random.Random) -> str:
     y, m, d = rng.randint(1940, 2006), rng.randint(1, 12), rng.randint(1, 28)
-    forms = [f"{m}/{d}/{y % 100:02d}", f"{d:02d}/{m:02d}/{y}", f"{y}-{m:02d}-{d:02d}", f"{d}.{m}.{y}",
-             f"{d} {MONTHS[m - 1]} {y}", f"{MONTHS[m - 1]} {d}, {y}", f"{d}th of {MONTHS[m - 1]} {y}",
-             f"{MONTHS[m - 1][:3]} {d} {y}"]
+    forms = [
+        f"{m}/{d}/{y % 100:02d}",
+        f"{d:02d}/{m:02d}/{y}",
+        f"{y}-{m:02d}-{d:02d}",
+        f"{d}.{m}.{y}",
+        f"{d} {MONTHS[m - 1]} {y}",
+        f"{MONTHS[m - 1]} {d}, {y}",
+        f"{d}th of {MONTHS[m - 1]} {y}",
+        f"{MONTHS[m - 1][:3]} {d} {y}",
+    ]
     return rng.choice(forms)
 
 
@@ -111,7 +236,9 @@ def _address(rng: random.Random) -> str:
     style = rng.choice(["us", "us", "uk", "fr", "de", "es", "in"])
     if style == "us":
         city, state, zip_code = rng.choice(CITIES_US)
-        unit = rng.choice(["", f", Apt {rng.randint(1, 40)}{rng.choice('ABCD')}", f", Suite {rng.randint(100, 999)}"])
+        unit = rng.choice(
+            ["", f", Apt {rng.randint(1, 40)}{rng.choice('ABCD')}", f", Suite {rng.randint(100, 999)}"]
+        )
         return f"{rng.randint(1, 9999)} {rng.choice(STREETS_US)}{unit}, {city}, {state} {zip_code}"
     if style == "uk":
         street, city, post = rng.choice(UK)
@@ -130,17 +257,26 @@ def _address(rng: random.Random) -> str:
 
 
 def _passport(rng: random.Random) -> str:
-    forms = [lambda: str(rng.randint(100000000, 999999999)),
-             lambda: rng.choice(string.ascii_uppercase) + str(rng.randint(1000000, 9999999)),
-             lambda: "".join(rng.choice(string.ascii_uppercase) for _ in range(2)) + str(rng.randint(1000000, 9999999))]
+    forms = [
+        lambda: str(rng.randint(100000000, 999999999)),
+        lambda: rng.choice(string.ascii_uppercase) + str(rng.randint(1000000, 9999999)),
+        lambda: (
+            "".join(rng.choice(string.ascii_uppercase) for _ in range(2)) + str(rng.randint(1000000, 9999999))
+        ),
+    ]
     return rng.choice(forms)()
 
 
 def _value(kind: str, rng: random.Random) -> str:
     if kind == "EMAIL":
         first, last = rng.choice(FIRST).lower(), rng.choice(LAST).lower().replace("'", "")
-        return rng.choice([f"{first}.{last}@example.com", f"{first}{rng.randint(1, 99)}@mail.example.org",
-                           f"{first[0]}{last}@company.example.co.uk"])
+        return rng.choice(
+            [
+                f"{first}.{last}@example.com",
+                f"{first}{rng.randint(1, 99)}@mail.example.org",
+                f"{first[0]}{last}@company.example.co.uk",
+            ]
+        )
     if kind == "PHONE":
         return _phone(rng)
     if kind == "CARD":
@@ -152,8 +288,12 @@ def _value(kind: str, rng: random.Random) -> str:
     if kind == "IBAN":
         return _iban(rng)
     if kind == "IP":
-        return rng.choice([f"{rng.randint(11, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
-                           f"2001:db8:{rng.randint(1, 9999)}::{rng.randint(1, 99)}"])
+        return rng.choice(
+            [
+                f"{rng.randint(11, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+                f"2001:db8:{rng.randint(1, 9999)}::{rng.randint(1, 99)}",
+            ]
+        )
     if kind == "NAME":
         return f"{rng.choice(FIRST)} {rng.choice(LAST)}" if rng.random() < 0.8 else rng.choice(FIRST)
     if kind == "ADDRESS":
@@ -164,25 +304,72 @@ def _value(kind: str, rng: random.Random) -> str:
 
 
 TEMPLATES: dict[str, list[str]] = {
-    "EMAIL": ["my email is {v}", "please send the receipt to {v} thanks", "you can reach me at {v}",
-              "{v} is the address on the account", "update my contact email to {v}", "cc {v} on the refund"],
-    "PHONE": ["call me on {v}", "text me at {v} when it ships", "my phone number is {v}",
-              "reach me on {v} after 5pm", "mobile: {v}", "whatsapp me {v} please", "my number is {v}"],
-    "CARD": ["charge my card {v} please", "the card number is {v}", "I paid with {v} and got charged twice",
-             "use {v} exp 09/27"],
-    "SSN": ["my SSN is {v}", "social security number {v}", "my social is {v}", "SSN: {v} for the tax form",
-            "for verification my ssn {v}"],
+    "EMAIL": [
+        "my email is {v}",
+        "please send the receipt to {v} thanks",
+        "you can reach me at {v}",
+        "{v} is the address on the account",
+        "update my contact email to {v}",
+        "cc {v} on the refund",
+    ],
+    "PHONE": [
+        "call me on {v}",
+        "text me at {v} when it ships",
+        "my phone number is {v}",
+        "reach me on {v} after 5pm",
+        "mobile: {v}",
+        "whatsapp me {v} please",
+        "my number is {v}",
+    ],
+    "CARD": [
+        "charge my card {v} please",
+        "the card number is {v}",
+        "I paid with {v} and got charged twice",
+        "use {v} exp 09/27",
+    ],
+    "SSN": [
+        "my SSN is {v}",
+        "social security number {v}",
+        "my social is {v}",
+        "SSN: {v} for the tax form",
+        "for verification my ssn {v}",
+    ],
     "IBAN": ["refund to IBAN {v} please", "my bank account is {v}", "wire it to {v}"],
     "IP": ["my IP is {v} and it is blocked", "login from {v} was not me", "whitelist {v} please"],
-    "NAME": ["hi, this is {v}", "my name is {v} and I need help", "Hello, I'm {v}, my order is late",
-             "please book a table for {v}", "Thanks,\n{v}", "Best regards, {v}", "Dear support, {v} here",
-             "can I speak to {v}", "the booking is under Mr. {v}", "name: {v}", "I am {v} from accounting"],
-    "ADDRESS": ["ship it to {v}", "my address is {v}", "I moved to {v} last month", "deliver to {v} please",
-                "the billing address is {v}"],
-    "DOB": ["my date of birth is {v}", "DOB: {v}", "I was born on {v}", "born {v}, need to verify age",
-            "birthday {v}"],
-    "PASSPORT": ["passport no. {v}, issued 2019", "my passport number is {v}", "passport {v} expires in May",
-                 "driver's license number {v}", "my ID card number is {v}"],
+    "NAME": [
+        "hi, this is {v}",
+        "my name is {v} and I need help",
+        "Hello, I'm {v}, my order is late",
+        "please book a table for {v}",
+        "Thanks,\n{v}",
+        "Best regards, {v}",
+        "Dear support, {v} here",
+        "can I speak to {v}",
+        "the booking is under Mr. {v}",
+        "name: {v}",
+        "I am {v} from accounting",
+    ],
+    "ADDRESS": [
+        "ship it to {v}",
+        "my address is {v}",
+        "I moved to {v} last month",
+        "deliver to {v} please",
+        "the billing address is {v}",
+    ],
+    "DOB": [
+        "my date of birth is {v}",
+        "DOB: {v}",
+        "I was born on {v}",
+        "born {v}, need to verify age",
+        "birthday {v}",
+    ],
+    "PASSPORT": [
+        "passport no. {v}, issued 2019",
+        "my passport number is {v}",
+        "passport {v} expires in May",
+        "driver's license number {v}",
+        "my ID card number is {v}",
+    ],
 }
 
 
@@ -195,13 +382,26 @@ def _distractor(rng: random.Random) -> str:
         lambda: f"invoice INV-{rng.randint(2019, 2026)}-{rng.randint(1000, 99999)} is wrong",
         lambda: f"invoice no. {rng.randint(100000000, 999999999)} was charged twice",
         lambda: f"ticket {rng.randint(100000, 9999999)} still open",
-        lambda: f"SKU {rng.choice(string.ascii_uppercase)}{rng.choice(string.ascii_uppercase)}-{rng.randint(1000, 99999)}",
-        lambda: f"ISBN 978-{rng.randint(0, 9)}-{rng.randint(100, 999)}-{rng.randint(10000, 99999)}-{rng.randint(0, 9)}",
-        lambda: f"version {rng.randint(1, 12)}.{rng.randint(0, 20)}.{rng.randint(0, 99)}.{rng.randint(0, 999)}",
-        lambda: f"on 2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d} {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}",
+        lambda: (
+            f"SKU {rng.choice(string.ascii_uppercase)}{rng.choice(string.ascii_uppercase)}-"
+            f"{rng.randint(1000, 99999)}"
+        ),
+        lambda: (
+            f"ISBN 978-{rng.randint(0, 9)}-{rng.randint(100, 999)}-"
+            f"{rng.randint(10000, 99999)}-{rng.randint(0, 9)}"
+        ),
+        lambda: (
+            f"version {rng.randint(1, 12)}.{rng.randint(0, 20)}.{rng.randint(0, 99)}.{rng.randint(0, 999)}"
+        ),
+        lambda: (
+            f"on 2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d} "
+            f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
+        ),
         lambda: f"it cost ${rng.randint(10, 2999)}.{rng.randint(0, 99):02d}",
         lambda: f"delivery was due {rng.randint(1, 12)}/{rng.randint(1, 28)}/{rng.randint(23, 26)}",
-        lambda: f"I'm {rng.choice(['Happy', 'Not sure', 'Still waiting', 'Really upset', 'Confused'])} about this",
+        lambda: (
+            f"I'm {rng.choice(['Happy', 'Not sure', 'Still waiting', 'Really upset', 'Confused'])} about this"
+        ),
         lambda: f"this is {rng.choice(['Urgent', 'Ridiculous', 'The third time', 'Not what I ordered'])}",
         lambda: f"the {rng.choice(PRODUCTS)} stopped working",
         lambda: f"reference {rng.randint(10000000000, 99999999999)} from the bank transfer",
@@ -211,8 +411,14 @@ def _distractor(rng: random.Random) -> str:
         lambda: f"{rng.randint(2, 12)} items for {rng.choice(['Black Friday', 'Christmas', 'New York'])}",
         lambda: f"serial {rng.randint(100000000000, 999999999999)}",
         lambda: f"call me when order {rng.randint(1000000000, 9999999999)} ships",
-        lambda: f"my account {rng.choice(['premium', 'basic'])} plan renews on {rng.choice(MONTHS)} {rng.randint(1, 28)}",
-        lambda: f"meeting at {rng.randint(1, 12)}:{rng.choice(['00', '30'])} on {rng.choice(MONTHS)} {rng.randint(1, 28)}, 2025",
+        lambda: (
+            f"my account {rng.choice(['premium', 'basic'])} plan renews on "
+            f"{rng.choice(MONTHS)} {rng.randint(1, 28)}"
+        ),
+        lambda: (
+            f"meeting at {rng.randint(1, 12)}:{rng.choice(['00', '30'])} on "
+            f"{rng.choice(MONTHS)} {rng.randint(1, 28)}, 2025"
+        ),
         lambda: f"room {rng.randint(100, 999)} at the {rng.choice(['Main Street', 'Park Avenue'])} store",
         lambda: f"I live near {rng.choice(['Oak Street', 'the station', 'Main Road'])}",
         lambda: f"the app crashed {rng.randint(2, 9)} times since the {rng.choice(['update', 'reboot'])}",
@@ -233,8 +439,15 @@ def generate(n_pii: int = 2400, n_clean: int = 1200, seed: int = 7) -> list[Mess
         kind = CATEGORIES[i % len(CATEGORIES)]
         value = _value(kind, rng)
         if kind == "PHONE" and value.isdigit():
-            template = rng.choice(["text me on {v}", "call me at {v}", "my phone number is {v}",
-                                   "reach me on {v}", "my cell is {v}"])
+            template = rng.choice(
+                [
+                    "text me on {v}",
+                    "call me at {v}",
+                    "my phone number is {v}",
+                    "reach me on {v}",
+                    "my cell is {v}",
+                ]
+            )
         else:
             template = rng.choice(TEMPLATES[kind])
         text = rng.choice(FILLERS) + template.format(v=value) + rng.choice(ENDINGS)
@@ -247,10 +460,11 @@ def generate(n_pii: int = 2400, n_clean: int = 1200, seed: int = 7) -> list[Mess
     return out + handwritten()
 
 
-def handwritten() -> list[Message]:
-    """Cases written by hand (tests/testdata/pii_handwritten.tsv): category, text, value (NONE: no PII)."""
+def handwritten(path: Path = HANDWRITTEN) -> list[Message]:
+    """Cases written by hand (a TSV of category, text, value; NONE: no PII). ``HELD_OUT`` holds
+    messages written after the detectors, in other phrasings, to score them on text not tuned for."""
     rows: list[Message] = []
-    for line in HANDWRITTEN.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         if not line or line.startswith("#"):
             continue
         kind, text, value = line.split("\t")

@@ -50,32 +50,49 @@ def test_recall_per_category_and_untouched_clean_messages() -> None:
     assert changed <= 0.02, misses[:10]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("text me on 9177762521", "text me on [REDACTED:PHONE]"),
-    ("my SSN is 339-15-9312", "my SSN is [REDACTED:SSN]"),
-    ("it's 814 19 7635", "it's [REDACTED:SSN]"),
-    ("my social is 159951469", "my social is [REDACTED:SSN]"),
-    ("7098 Sunset Road, Apt 33D, Portland, OR 97209", "[REDACTED:ADDRESS]"),
-    ("à 4 rue de la Paix, 33000 Bordeaux", "à [REDACTED:ADDRESS]"),
-    ("my date of birth is 9/4/93", "my date of birth is [REDACTED:DOB]"),
-    ("passport no. 829415939, issued 2019", "passport no. [REDACTED:PASSPORT], issued 2019"),
-    ("this is Sarah Whitfield", "this is [REDACTED:NAME]"),
-    ("my name is Maria Gonzalez", "my name is [REDACTED:NAME]"),
-    ("Noted, Maria Gonzalez.", "Noted, [REDACTED:NAME]."),
-    ("DNI 12345678Z", "DNI [REDACTED:ID]"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("text me on 9177762521", "text me on [REDACTED:PHONE]"),
+        ("my SSN is 339-15-9312", "my SSN is [REDACTED:SSN]"),
+        ("it's 814 19 7635", "it's [REDACTED:SSN]"),
+        ("my social is 159951469", "my social is [REDACTED:SSN]"),
+        ("7098 Sunset Road, Apt 33D, Portland, OR 97209", "[REDACTED:ADDRESS]"),
+        ("à 4 rue de la Paix, 33000 Bordeaux", "à [REDACTED:ADDRESS]"),
+        ("my date of birth is 9/4/93", "my date of birth is [REDACTED:DOB]"),
+        ("passport no. 829415939, issued 2019", "passport no. [REDACTED:PASSPORT], issued 2019"),
+        ("this is Sarah Whitfield", "this is [REDACTED:NAME]"),
+        ("my name is Maria Gonzalez", "my name is [REDACTED:NAME]"),
+        ("Noted, Maria Gonzalez.", "Noted, [REDACTED:NAME]."),
+        ("DNI 12345678Z", "DNI [REDACTED:ID]"),
+    ],
+)
 def test_issue_examples_are_found(text: str, expected: str) -> None:
     assert redact(text) == expected
 
 
-@pytest.mark.parametrize("text", [
-    "order 12345678901234565 still not here",  # 17 digits passing Luhn: no issuer uses that length
-    "tracking 1Z999AA10123456784 stuck", "invoice no. 829415939 was charged twice", "SKU AB-12345",
-    "ISBN 978-3-16-148410-0", "version 17.4.1", "at 2025-03-14 10:32:07 UTC", "it cost $1,299.99",
-    "delivery was scheduled for 12/24/25", "I'm Happy with it", "this is Urgent", "Thanks, Great job!",
-    "call me when order 8837261940 ships", "the store on Main Street was closed", "confirmation code 482913771",
-    "SSN-like but void: 666-12-3456 and 900-12-3456", "123-45-6789 is the example number",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "order 12345678901234565 still not here",  # 17 digits passing Luhn: no issuer uses that length
+        "tracking 1Z999AA10123456784 stuck",
+        "invoice no. 829415939 was charged twice",
+        "SKU AB-12345",
+        "ISBN 978-3-16-148410-0",
+        "version 17.4.1",
+        "at 2025-03-14 10:32:07 UTC",
+        "it cost $1,299.99",
+        "delivery was scheduled for 12/24/25",
+        "I'm Happy with it",
+        "this is Urgent",
+        "Thanks, Great job!",
+        "call me when order 8837261940 ships",
+        "the store on Main Street was closed",
+        "confirmation code 482913771",
+        "SSN-like but void: 666-12-3456 and 900-12-3456",
+        "123-45-6789 is the example number",
+    ],
+)
 def test_business_numbers_and_look_alikes_survive(text: str) -> None:
     assert redact(text) == text
 
@@ -98,13 +115,18 @@ def test_pseudonyms_are_stable_keyed_and_normalised() -> None:
     assert tokens[0] == tokens[1] and tokens[2] == tokens[3]  # same value, same token
     other = Redactor(pseudonym_key="z" * 32)("mail maria@example.com")
     assert re.findall(r"<EMAIL:([0-9a-f]{8})>", other) != [tokens[0][1]]  # another key, another token
-    assert Pseudonymiser(key, hex_chars=4).token("EMAIL", "maria@example.com") == f"<EMAIL:{tokens[0][1][:4]}>"
+    assert (
+        Pseudonymiser(key, hex_chars=4).token("EMAIL", "maria@example.com") == f"<EMAIL:{tokens[0][1][:4]}>"
+    )
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"pseudonym_key": "short"}, "pseudonym key: at least 16 bytes"),
-    ({"pseudonym_key": "k" * 20, "kinds": ["nope"]}, "unknown redaction kind 'nope'"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"pseudonym_key": "short"}, "pseudonym key: at least 16 bytes"),
+        ({"pseudonym_key": "k" * 20, "kinds": ["nope"]}, "unknown redaction kind 'nope'"),
+    ],
+)
 def test_bad_pseudonym_settings_name_the_problem(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         Redactor(**kwargs)  # type: ignore[arg-type]
@@ -112,8 +134,10 @@ def test_bad_pseudonym_settings_name_the_problem(kwargs: dict[str, object], mess
 
 def test_each_kind_can_be_switched_off() -> None:
     text = "my name is Maria Gonzalez, SSN 339-15-9312, born 9/4/93, 7098 Sunset Road, Portland"
-    assert Redactor(kinds=["ssn"])(text) == ("my name is Maria Gonzalez, SSN [REDACTED:SSN], born 9/4/93, "
-                                              "7098 Sunset Road, Portland")
-    assert Redactor(kinds=["name", "dob"])(text) == ("my name is [REDACTED:NAME], SSN 339-15-9312, born "
-                                                      "[REDACTED:DOB], 7098 Sunset Road, Portland")
+    assert Redactor(kinds=["ssn"])(text) == (
+        "my name is Maria Gonzalez, SSN [REDACTED:SSN], born 9/4/93, 7098 Sunset Road, Portland"
+    )
+    assert Redactor(kinds=["name", "dob"])(text) == (
+        "my name is [REDACTED:NAME], SSN 339-15-9312, born [REDACTED:DOB], 7098 Sunset Road, Portland"
+    )
     assert Redactor(kinds=["address"])(text).endswith("born 9/4/93, [REDACTED:ADDRESS]")

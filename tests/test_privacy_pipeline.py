@@ -39,9 +39,11 @@ PII = {
     "dob": "9/4/93",
     "passport": "829415939",
 }
-QUESTION = (f"Hi, my name is {PII['name']}, email {PII['email']}, call me on {PII['phone']}. "
-            f"My SSN is {PII['ssn']} and card {PII['card']}. Ship to {PII['address']}. "
-            f"Date of birth {PII['dob']}, passport no. {PII['passport']}. Where is order 88231?")
+QUESTION = (
+    f"Hi, my name is {PII['name']}, email {PII['email']}, call me on {PII['phone']}. "
+    f"My SSN is {PII['ssn']} and card {PII['card']}. Ship to {PII['address']}. "
+    f"Date of birth {PII['dob']}, passport no. {PII['passport']}. Where is order 88231?"
+)
 
 
 @pytest.fixture
@@ -52,7 +54,9 @@ def processor(database_url: str) -> Iterator[Processor]:
 
 def _provider(processor: Processor, service: str) -> TracerProvider:
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{base_url(processor)}/v1/traces")))
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{base_url(processor)}/v1/traces"))
+    )
     return provider
 
 
@@ -61,7 +65,8 @@ def _text_columns(conn: psycopg.Connection) -> list[tuple[str, str]]:
         "SELECT c.table_name, c.column_name FROM information_schema.columns c "
         "JOIN information_schema.tables t USING (table_schema, table_name) "
         "WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE' "
-        "AND c.data_type IN ('text', 'jsonb', 'json', 'character varying', 'ARRAY')").fetchall()
+        "AND c.data_type IN ('text', 'jsonb', 'json', 'character varying', 'ARRAY')"
+    ).fetchall()
     return [(table, column) for table, column in rows]
 
 
@@ -72,9 +77,14 @@ def _leaks(database_url: str) -> tuple[list[str], int]:
         columns = _text_columns(conn)
         for table, column in columns:
             for kind, value in PII.items():
-                (hits,) = conn.execute(
-                    f'SELECT count(*) FROM "{table}" WHERE strpos("{column}"::text, %s) > 0',  # names from the catalog
-                    (value,)).fetchone() or (0,)
+                (hits,) = (
+                    conn.execute(
+                        # table and column names come from the catalog, the value is a parameter
+                        f'SELECT count(*) FROM "{table}" WHERE strpos("{column}"::text, %s) > 0',
+                        (value,),
+                    ).fetchone()
+                    or (0,)
+                )
                 if hits:
                     leaks.append(f"{table}.{column}: {kind}")
     return leaks, len(columns)
@@ -88,11 +98,14 @@ def test_openllmetry_openai_and_langchain_spans_are_redacted(processor: Processo
     try:
         with OpenAIStubServer() as stub:  # its reply echoes the question: PII in the output too
             client = openai.OpenAI(base_url=stub.base_url, api_key="test-key", max_retries=0)
-            reply = client.chat.completions.create(model="gpt-4o-mini",
-                                                   messages=[{"role": "user", "content": QUESTION}])
+            reply = client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": QUESTION}]
+            )
         assert PII["ssn"] in (reply.choices[0].message.content or "")
         model = GenericFakeChatModel(messages=iter([AIMessage(content=f"Noted, {PII['name']}.")]))
-        chain = ChatPromptTemplate.from_messages([("system", "You help customers."), ("human", "{q}")]) | model
+        chain = (
+            ChatPromptTemplate.from_messages([("system", "You help customers."), ("human", "{q}")]) | model
+        )
         chain.invoke({"q": QUESTION})
         assert provider.force_flush(30_000)
     finally:
@@ -102,8 +115,9 @@ def test_openllmetry_openai_and_langchain_spans_are_redacted(processor: Processo
     with psycopg.connect(database_url) as conn:
         (spans,) = conn.execute("SELECT count(*) FROM spans").fetchone() or (0,)
         keys = {k for (k,) in conn.execute("SELECT DISTINCT jsonb_object_keys(attributes) FROM spans")}
-        redacted = conn.execute("SELECT count(*) FROM spans WHERE attributes::text LIKE '%%[REDACTED:SSN]%%'"
-                                ).fetchone()
+        redacted = conn.execute(
+            "SELECT count(*) FROM spans WHERE attributes::text LIKE '%%[REDACTED:SSN]%%'"
+        ).fetchone()
     assert spans >= 3, spans
     # The OpenLLMetry attributes that carried the text are there, and were redacted, not dropped.
     print(sorted(keys))

@@ -16,5 +16,14 @@ from otel_chatbot.privacy.pseudonym import Pseudonymiser
 from otel_chatbot.privacy.redactor import KINDS, Finder, Redactor, redact
 from otel_chatbot.privacy.spans import Found
 
-__all__ = ["KINDS", "Finder", "Found", "Pseudonymiser", "Redactor", "iban_valid", "luhn_valid", "redact",
-           "ssn_valid"]
+__all__ = [
+    "KINDS",
+    "Finder",
+    "Found",
+    "Pseudonymiser",
+    "Redactor",
+    "iban_valid",
+    "luhn_valid",
+    "redact",
+    "ssn_valid",
+]

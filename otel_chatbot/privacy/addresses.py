@@ -20,8 +20,10 @@ _STREET_WORDS: Final = (
     r"|Nagar|Marg|Chowk|Layout|Colony|Enclave|Vihar)\b\.?"
 )
 _NAME_WORD: Final = r"(?:[A-Z][A-Za-z'-]+|[0-9]{1,3}(?:st|nd|rd|th)|[A-Z]{1,3})"
-_UNIT: Final = (r"(?:,? (?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl|Room|Rm|Bldg|Building|#)\.? ?#?"
-                r"[0-9A-Za-z-]{1,6})")
+_UNIT: Final = (
+    r"(?:,? (?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl|Room|Rm|Bldg|Building|#)\.? ?#?"
+    r"[0-9A-Za-z-]{1,6})"
+)
 _CITY: Final = r"(?:,? [A-Z][a-z]+(?:[ -][A-Z][a-z]+){0,2})"
 _US_TAIL: Final = r"(?:,? [A-Z]{2},? [0-9]{5}(?:-[0-9]{4})?)"
 _UK_POSTCODE: Final = r"(?:,? [A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2})"
@@ -42,7 +44,8 @@ _UNIT_FIRST_RE: Final = re.compile(
 )
 # Indian addresses often have no street word: "House No. 45, Sector 17, Chandigarh 160017".
 _SECTOR_RE: Final = re.compile(
-    r"(?:House|H\.? ?No\.?|Plot|Flat|Door) ?(?:No\.? ?)?[0-9]{1,5}[A-Z]?, (?:Sector|Block|Phase|Ward) [0-9]{1,3}[A-Z]?"
+    r"(?:House|H\.? ?No\.?|Plot|Flat|Door) ?(?:No\.? ?)?[0-9]{1,5}[A-Z]?, "
+    r"(?:Sector|Block|Phase|Ward) [0-9]{1,3}[A-Z]?"
     rf"{_CITY}?{_IN_PIN}?"
 )
 _FRENCH_RE: Final = re.compile(
@@ -57,7 +60,8 @@ _GERMAN_RE: Final = re.compile(
 )
 _SPANISH_RE: Final = re.compile(
     r"\b(?:Calle|C/|Avenida|Avda\.?|Plaza|Paseo|Camino|Carrera|Ronda|Travesía|Carretera) "
-    r"(?:(?:de la|de los|de las|del|de) )?[A-ZÁÉÍÓÚÑ][A-Za-zÁÉÍÓÚáéíóúñ'-]+(?: [A-ZÁÉÍÓÚÑ][A-Za-záéíóúñ'-]+){0,2}"
+    r"(?:(?:de la|de los|de las|del|de) )?[A-ZÁÉÍÓÚÑ][A-Za-zÁÉÍÓÚáéíóúñ'-]+"
+    r"(?: [A-ZÁÉÍÓÚÑ][A-Za-záéíóúñ'-]+){0,2}"
     r",? (?:n[ºo°]\.? ?)?[0-9]{1,4}(?:,? [0-9]{1,2}[ºª°]? ?[A-Z]?\b)?"
     rf"{_POSTCODE_CITY}?"
 )
@@ -71,7 +75,18 @@ _FOREIGN_GATE: Final = gate(
     "avda plaza paseo camino carrera ronda travesía carretera"
 )
 # German street names are compounds ("Hauptstraße"): looked for as parts of words.
-_GERMAN_PARTS: Final = ("stra", "str.", "weg ", "allee", "platz", "gasse", "ring ", "damm", "ufer", "chaussee")
+_GERMAN_PARTS: Final = (
+    "stra",
+    "str.",
+    "weg ",
+    "allee",
+    "platz",
+    "gasse",
+    "ring ",
+    "damm",
+    "ufer",
+    "chaussee",
+)
 
 
 def addresses(view: TextView) -> list[Found]:
@@ -79,8 +94,11 @@ def addresses(view: TextView) -> list[Found]:
     words = view.words
     found: list[Found] = []
     if words & _ENGLISH_GATE:
-        found.extend(Found(m.start(), m.end(), "ADDRESS") for m in _ENGLISH_RE.finditer(text)
-                     if m.start() == 0 or not text[m.start() - 1].isalnum())
+        found.extend(
+            Found(m.start(), m.end(), "ADDRESS")
+            for m in _ENGLISH_RE.finditer(text)
+            if m.start() == 0 or not text[m.start() - 1].isalnum()
+        )
     if words & _UNIT_FIRST_GATE:
         found.extend(Found(m.start(), m.end(), "ADDRESS") for m in _UNIT_FIRST_RE.finditer(text))
         found.extend(Found(m.start(), m.end(), "ADDRESS") for m in _SECTOR_RE.finditer(text))

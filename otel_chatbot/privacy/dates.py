@@ -12,8 +12,10 @@ from typing import Final
 from otel_chatbot.privacy.spans import Found
 from otel_chatbot.privacy.view import TextView, gate
 
-_MONTH: Final = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
-                 r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
+_MONTH: Final = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+)
 _DAY: Final = r"(?:[0-3]?[0-9])(?:st|nd|rd|th)?"
 _DATE_RE: Final = re.compile(
     r"(?i:\b(?:"
@@ -28,8 +30,10 @@ _CUE_RE: Final = re.compile(
     r"(?i:\b(?:born|birth|birthdate|birthday|dob|d\.o\.b|date of birth|geboren|geburtsdatum|n[ée]e?\b"
     r"|date de naissance|fecha de nacimiento|nacid[oa]|data di nascita))"
 )
-_GATE: Final = gate("born birth birthdate birthday dob d o b geboren geburtsdatum né née naissance nacimiento "
-                     "nacido nacida nascita")
+_GATE: Final = gate(
+    "born birth birthdate birthday dob d o b geboren geburtsdatum né née naissance nacimiento "
+    "nacido nacida nascita"
+)
 _WINDOW: Final = 40  # characters between the cue and the date
 
 
@@ -43,7 +47,9 @@ def dates_of_birth(view: TextView) -> list[Found]:
     found: list[Found] = []
     for m in _DATE_RE.finditer(text):
         start, end = m.start(), m.end()
-        if any(0 <= start - cue_end <= _WINDOW or 0 <= cue_start - end <= _WINDOW // 2
-               for cue_start, cue_end in cues):
+        if any(
+            0 <= start - cue_end <= _WINDOW or 0 <= cue_start - end <= _WINDOW // 2
+            for cue_start, cue_end in cues
+        ):
             found.append(Found(start, end, "DOB"))
     return found

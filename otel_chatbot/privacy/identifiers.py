@@ -17,9 +17,7 @@ from otel_chatbot.privacy.spans import Found
 from otel_chatbot.privacy.view import TextView, gate
 
 # Each starts with a plain character class (fast to scan for); the left boundary is checked in code.
-_NINO_RE: Final = re.compile(
-    r"[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D]\b"
-)
+_NINO_RE: Final = re.compile(r"[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D]\b")
 _CODICE_FISCALE_RE: Final = re.compile(r"[A-Z][A-Z]{5}[0-9]{2}[A-EHLMPR-T][0-9]{2}[A-Z][0-9]{3}[A-Z]\b")
 _DNI_RE: Final = re.compile(r"[0-9XYZ][0-9]{7}-?[A-Z]\b")
 _NIR_RE: Final = re.compile(r"[12] ?[0-9]{2} ?[0-9]{2} ?(?:[0-9]{2}|2A|2B) ?[0-9]{3} ?[0-9]{3} ?[0-9]{2}\b")
@@ -51,7 +49,9 @@ def identifiers(view: TextView, kinds: frozenset[str]) -> list[Found]:
     if ("passport" in kinds or "national_id" in kinds) and view.words & _CUE_GATE:
         for m in _CUE_RE.finditer(text):
             kind = "PASSPORT" if m.group("passport") else "ID"
-            if (kind == "PASSPORT" and "passport" not in kinds) or (kind == "ID" and "national_id" not in kinds):
+            if (kind == "PASSPORT" and "passport" not in kinds) or (
+                kind == "ID" and "national_id" not in kinds
+            ):
                 continue
             value = _value_after(text, m.end())
             if value is not None:
@@ -60,7 +60,8 @@ def identifiers(view: TextView, kinds: frozenset[str]) -> list[Found]:
 
 
 _CUE_GATE: Final = gate(
-    "passport passeport reisepass pasaporte passaporto licence license dl id identity personalausweis ausweis "
+    "passport passeport reisepass pasaporte passaporto licence license dl id identity personalausweis "
+    "ausweis "
     "ausweisnummer carte identité identite dni nie nif bsn aadhar aadhaar pan cnp pesel cpf sin nino "
     "insurance"
 )

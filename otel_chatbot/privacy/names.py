@@ -17,34 +17,149 @@ from otel_chatbot.privacy.first_names import FIRST_NAMES
 from otel_chatbot.privacy.spans import Found
 from otel_chatbot.privacy.view import TextView, gate
 
-_CAP: Final = r"[A-ZÀ-ÝŁŚŻ][a-zà-ÿłśżćńó'’-]+"
+_APOSTROPHES: Final = "'\u2019"  # ASCII and typographic
+_CAP: Final = rf"[A-ZÀ-ÝŁŚŻ][a-zà-ÿłśżćńó{_APOSTROPHES}-]+"
 _PARTICLE: Final = r"(?:(?:de|da|del|della|di|van|von|der|den|le|la|du|dos|das|bin|ibn|al)[ -])"
 _CAP_RE: Final = re.compile(_CAP)
 _FULL_NAME_RE: Final = re.compile(rf"{_CAP}(?: {_PARTICLE}?(?:Mc|Mac|O')?{_CAP}){{0,2}}")
 _HERE_RE: Final = re.compile(rf"({_CAP}(?: {_CAP})?) (?:here|speaking)\b")
 _LOWER_NAME_RE: Final = re.compile(r"[a-z][a-z'-]+(?: [a-z][a-z'-]+)?\b")
 
-_STRONG_CUES: Final = frozenset({
-    "my name is", "my name's", "name is", "name:", "full name", "full name is", "full name:",
-    "i am called", "people call me", "je m'appelle", "me llamo", "mi nombre es", "ich heiße", "ich heisse",
-    "mein name ist", "mi chiamo", "name on the card is", "name on the card", "name on the account is",
-    "name on the booking is", "card holder", "cardholder", "account holder", "card holder is",
-    "cardholder is", "account holder is", "cardholder:", "named", "name of", "in the name of",
-    "under the name", "under the name of", "mr.", "mrs.", "ms.", "dr.", "prof.",
-    "mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sr", "sra", "sr.", "sra.", "mme", "mlle", "herr", "frau",
-})
-_WEAK_CUES: Final = frozenset({
-    "this is", "it's", "it is", "i'm", "i am", "im", "je suis", "for", "from", "with", "by", "contact", "dear",
-    "hi", "hello", "hey", "ask for", "speak to", "speak with", "spoke to", "spoke with", "talk to", "talked to",
-    "signed", "sincerely", "regards", "best regards", "kind regards", "warm regards", "cheers", "thanks",
-    "thank you", "many thanks", "best", "love", "yours", "-", "—", "called", "agent", "call me",
-    # How replies address the user by name: "Noted, Maria Gonzalez." "Sure, Tom!"
-    "noted", "sure", "okay", "ok", "certainly", "of course", "welcome", "sorry", "great", "got it",
-    "understood", "good morning", "good afternoon", "good evening", "no problem", "absolutely", "--",
-    # People named through their relation to the writer: "my wife Emily Carter placed the order".
-    "my wife", "my husband", "my son", "my daughter", "my mother", "my father", "my mom", "my dad",
-    "my partner", "my friend", "my colleague", "my boss", "my brother", "my sister", "my manager",
-})
+_STRONG_CUES: Final = frozenset(
+    {
+        "my name is",
+        "my name's",
+        "name is",
+        "name:",
+        "full name",
+        "full name is",
+        "full name:",
+        "i am called",
+        "people call me",
+        "je m'appelle",
+        "me llamo",
+        "mi nombre es",
+        "ich heiße",
+        "ich heisse",
+        "mein name ist",
+        "mi chiamo",
+        "name on the card is",
+        "name on the card",
+        "name on the account is",
+        "name on the booking is",
+        "card holder",
+        "cardholder",
+        "account holder",
+        "card holder is",
+        "cardholder is",
+        "account holder is",
+        "cardholder:",
+        "named",
+        "name of",
+        "in the name of",
+        "under the name",
+        "under the name of",
+        "mr.",
+        "mrs.",
+        "ms.",
+        "dr.",
+        "prof.",
+        "mr",
+        "mrs",
+        "ms",
+        "miss",
+        "mx",
+        "dr",
+        "prof",
+        "sr",
+        "sra",
+        "sr.",
+        "sra.",
+        "mme",
+        "mlle",
+        "herr",
+        "frau",
+    }
+)
+_WEAK_CUES: Final = frozenset(
+    {
+        "this is",
+        "it's",
+        "it is",
+        "i'm",
+        "i am",
+        "im",
+        "je suis",
+        "for",
+        "from",
+        "with",
+        "by",
+        "contact",
+        "dear",
+        "hi",
+        "hello",
+        "hey",
+        "ask for",
+        "speak to",
+        "speak with",
+        "spoke to",
+        "spoke with",
+        "talk to",
+        "talked to",
+        "signed",
+        "sincerely",
+        "regards",
+        "best regards",
+        "kind regards",
+        "warm regards",
+        "cheers",
+        "thanks",
+        "thank you",
+        "many thanks",
+        "best",
+        "love",
+        "yours",
+        "-",
+        "—",
+        "called",
+        "agent",
+        "call me",
+        # How replies address the user by name: "Noted, Maria Gonzalez." "Sure, Tom!"
+        "noted",
+        "sure",
+        "okay",
+        "ok",
+        "certainly",
+        "of course",
+        "welcome",
+        "sorry",
+        "great",
+        "got it",
+        "understood",
+        "good morning",
+        "good afternoon",
+        "good evening",
+        "no problem",
+        "absolutely",
+        "--",
+        # People named through their relation to the writer: "my wife Emily Carter placed the order".
+        "my wife",
+        "my husband",
+        "my son",
+        "my daughter",
+        "my mother",
+        "my father",
+        "my mom",
+        "my dad",
+        "my partner",
+        "my friend",
+        "my colleague",
+        "my boss",
+        "my brother",
+        "my sister",
+        "my manager",
+    }
+)
 _CUE_LAST_WORDS: Final = frozenset(
     phrase.split()[-1].strip(":.,") for phrase in _STRONG_CUES | _WEAK_CUES
 ) | {"name"}
@@ -56,19 +171,20 @@ _GATE: Final = gate(
     "evening problem absolutely i'm it's wife husband son daughter mother father mom dad partner friend "
     "colleague boss brother sister manager"
 )
-_NOT_NAMES: Final = frozenset("""
+_NOT_NAMES: Final = frozenset(str.split("""
 i im the a an it this that these those my your our their his her its we you they he she me us them
-not very so just still also really here there sorry happy glad sure fine good okay ok urgent important
-interested looking trying going calling writing unable done new back ready available confused frustrated
-angry upset satisfied monday tuesday wednesday thursday friday saturday sunday january february march
-april may june july august september october november december english spanish french german support
-customer service team sales billing help admin manager please hello hi hey thanks thank regards best
-yes no when where what why how which who order account card booking delivery refund payment premium pro
-basic plan app website chat bot email phone iphone android windows mac google amazon apple microsoft
-paypal visa mastercard uber netflix spotify whatsapp instagram facebook twitter slack today tomorrow
-yesterday morning evening night week month year christmas easter black great awesome
-""".split())
-_STRIP: Final = ",;\"()[]"
+not very so just still also really here there sorry happy glad sure fine good okay ok urgent
+important interested looking trying going calling writing unable done new back ready available
+confused frustrated angry upset satisfied monday tuesday wednesday thursday friday saturday sunday
+january february march april may june july august september october november december english
+spanish french german support customer service team sales billing help admin manager please hello hi
+hey thanks thank regards best yes no when where what why how which who order account card booking
+delivery refund payment premium pro basic plan app website chat bot email phone iphone android
+windows mac google amazon apple microsoft paypal visa mastercard uber netflix spotify whatsapp
+instagram facebook twitter slack today tomorrow yesterday morning evening night week month year
+christmas easter black great awesome
+"""))
+_STRIP: Final = ',;"()[]'
 
 
 def names(view: TextView) -> list[Found]:
@@ -94,8 +210,11 @@ def names(view: TextView) -> list[Found]:
     if b"here" in view.words or b"speaking" in view.words:
         for m in _HERE_RE.finditer(text):
             span = _trim(m.group(1), m.start(1), strong=False)
-            if span is not None and (m.start() == 0 or text[m.start() - 1] in " \n\t") and \
-                    _ends_clause(text, m.start()):
+            if (
+                span is not None
+                and (m.start() == 0 or text[m.start() - 1] in " \n\t")
+                and _ends_clause(text, m.start())
+            ):
                 found.append(Found(span[0], span[1], "NAME"))
     if b"name" in view.words:
         found += _lower_case_names(text)
@@ -159,7 +278,7 @@ def _lower_case_names(text: str) -> list[Found]:
 def _trim(name: str, start: int, strong: bool) -> tuple[int, int] | None:
     """The name's span without trailing non-name words; None when it is no name at all."""
     words = name.split(" ")
-    while words and words[-1].lower().strip("'’") in _NOT_NAMES:
+    while words and words[-1].lower().strip(_APOSTROPHES) in _NOT_NAMES:
         words.pop()
     if not words or words[0].lower() in _NOT_NAMES:
         return None

@@ -36,7 +36,9 @@ class NerFinder:
 
     def __init__(self, model: str = DEFAULT_MODEL, min_score: float = 0.6) -> None:
         if importlib.util.find_spec("presidio_analyzer") is None:
-            raise NerUnavailable("redact_ner: presidio-analyzer is not installed (pip install 'otel-chatbot[ner]')")
+            raise NerUnavailable(
+                "redact_ner: presidio-analyzer is not installed (pip install 'otel-chatbot[ner]')"
+            )
         if not 0.0 <= min_score <= 1.0:
             raise ValueError(f"redact_ner_min_score: expected 0..1, got {min_score}")
         package = _model_package(model)
@@ -44,7 +46,7 @@ class NerFinder:
         from presidio_analyzer import AnalyzerEngine
         from presidio_analyzer.nlp_engine import SpacyNlpEngine
 
-        engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": package}])
+        engine: Any = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": package}])
         # Presidio loads models by name; give it the one we already resolved to an importable package.
         engine.nlp = {"en": spacy.load(package)}
         self._analyzer: Any = AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
@@ -54,5 +56,8 @@ class NerFinder:
         if not text.strip():
             return []
         results = self._analyzer.analyze(text=text, language="en", entities=list(_ENTITIES))
-        return [Found(r.start, r.end, _ENTITIES[r.entity_type]) for r in results
-                if r.score >= self._min_score and r.entity_type in _ENTITIES]
+        return [
+            Found(r.start, r.end, _ENTITIES[r.entity_type])
+            for r in results
+            if r.score >= self._min_score and r.entity_type in _ENTITIES
+        ]

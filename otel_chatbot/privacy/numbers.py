@@ -42,9 +42,29 @@ _RUN_HINT: Final = b"0000000"  # a number run is at least 7 consecutive number c
 # Characters that, just before a number, make it part of a larger token (an id, a version, a word).
 _NUMBER_GLUE: Final = frozenset("0123456789.-+_/abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 # Words that make a dotted quad a version number rather than an address.
-_VERSION_WORDS: Final = frozenset({"version", "release", "build", "v", "ver", "python", "firmware", "rev",
-                                   "update", "updated", "upgrade", "upgraded", "patch", "patched", "os",
-                                   "app", "driver", "bios", "kernel"})
+_VERSION_WORDS: Final = frozenset(
+    {
+        "version",
+        "release",
+        "build",
+        "v",
+        "ver",
+        "python",
+        "firmware",
+        "rev",
+        "update",
+        "updated",
+        "upgrade",
+        "upgraded",
+        "patch",
+        "patched",
+        "os",
+        "app",
+        "driver",
+        "bios",
+        "kernel",
+    }
+)
 _PHONE, _BUSINESS, _SSN = 0, 1, 2
 
 
@@ -137,7 +157,7 @@ def _classify(m: re.Match[str], kinds: frozenset[str]) -> str | None:
         if "card" in kinds and _card_valid(whole):
             return "CARD"
         # A long digit run can be a phone number written without "+" (0044 20 7946 0958).
-        if "phone" in kinds and _PHONE_RE.fullmatch(whole) and _phone_valid(whole) and " " in whole:
+        if "phone" in kinds and _PHONE_RE.fullmatch(whole) and _phone_valid(whole):
             return "PHONE"
         return None
     if group == "phone":
@@ -146,6 +166,6 @@ def _classify(m: re.Match[str], kinds: frozenset[str]) -> str | None:
     if cue == _SSN:
         return "SSN" if "ssn" in kinds and ssn_valid(whole) else None
     if cue == _PHONE and "phone" in kinds:
-        digits = sum(ch.isdigit() for ch in whole)
-        return "PHONE" if 10 <= digits <= 12 else None
+        count = sum(ch.isdigit() for ch in whole)
+        return "PHONE" if 10 <= count <= 12 else None
     return None

@@ -11,8 +11,21 @@ from otel_chatbot.privacy.pseudonym import Pseudonymiser
 from otel_chatbot.privacy.spans import Found, merge
 from otel_chatbot.privacy.view import TextView
 
-KINDS: Final = ("email", "phone", "card", "iban", "ip", "api_key", "token", "ssn", "national_id", "passport",
-                "dob", "address", "name")
+KINDS: Final = (
+    "email",
+    "phone",
+    "card",
+    "iban",
+    "ip",
+    "api_key",
+    "token",
+    "ssn",
+    "national_id",
+    "passport",
+    "dob",
+    "address",
+    "name",
+)
 _IBAN_CLASSES: Final = bytes(
     ord("A") if 65 <= i <= 90 else ord("0") if 48 <= i <= 57 else ord("x") for i in range(256)
 )

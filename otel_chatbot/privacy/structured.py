@@ -16,7 +16,16 @@ from otel_chatbot.privacy.checksums import iban_valid
 from otel_chatbot.privacy.spans import Found
 
 _API_KEY_PREFIXES: Final = (
-    "sk-", "AKIA", "gh", "github_pat_", "xox", "AIza", "_live_", "_test_", "glpat-", "hf_",
+    "sk-",
+    "AKIA",
+    "gh",
+    "github_pat_",
+    "xox",
+    "AIza",
+    "_live_",
+    "_test_",
+    "glpat-",
+    "hf_",
 )
 _API_KEY_RE: Final = re.compile(
     r"(?:sk-(?:proj-|ant-(?:api\d\d-)?)?[A-Za-z0-9_-]{20,}"

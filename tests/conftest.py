@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from llm_server import LLMServer
 from psycopg import sql
 
 from otel_chatbot.store.embedded import EmbeddedPostgres, ensure_private_runtime_dir
@@ -94,3 +95,11 @@ def writer(database_url: str) -> Iterator[BatchWriter]:
     w.start()
     yield w
     w.shutdown()
+
+
+@pytest.fixture
+def llm_server() -> Iterator[LLMServer]:
+    """A started local OpenAI-compatible server (tests/llm_server.py); ``.base_url`` for the client."""
+    server = LLMServer().start()
+    yield server
+    server.shutdown()

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from otel_chatbot.processor.config import ConfigError, ProcessorConfig, load_config
+from otel_chatbot.quality import evaluate_cli
 
 _PROG = "otel-chatbot"
 
@@ -41,6 +42,12 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("grpc_workers", "N", "gRPC worker threads (default 16)"),
     ("shutdown_timeout", "SECONDS", "how long SIGTERM waits for queued data to commit (default 30)"),
     ("log_level", "LEVEL", "debug, info, warning or error (default info)"),
+    ("judge_sample_rate", "FRACTION", "LLM-judge this fraction of new turns in the background "
+                                      "(default 0: off)"),
+    ("judge_base_url", "URL", "OpenAI-compatible endpoint of the judge (default api.openai.com)"),
+    ("judge_model", "NAME", "judge model (default gpt-4o-mini)"),
+    ("judge_queue_max", "N", "turns waiting for the judge before new ones are dropped (default 1000)"),
+    ("judge_groundedness_threshold", "SCORE", "groundedness below this flags a hallucination (default 5)"),
 )
 _DATABASE_SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("database_url", "URL", "Postgres URL; unset: an embedded Postgres under --data-dir"),
@@ -135,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_database(purge)
     purge.add_argument("--older-than", type=int, required=True, metavar="DAYS",
                        help="keep this many days (>= 1)")
+
+    evaluate_cli.add_parser(commands, _add_database)
     return parser
 
 
@@ -243,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _stats(config)
         if args.command == "purge":
             return _purge(config, args.older_than)
+        if args.command == "evaluate":
+            return evaluate_cli.run(args, config, _database_url)
         return _demo(config, args)
     except ConfigError as exc:
         print(f"{_PROG}: error: {exc}", file=sys.stderr)

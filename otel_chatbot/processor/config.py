@@ -28,6 +28,7 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+_HTTP_URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 _GRPC_MAX_MESSAGE = 2**31 - 1  # grpcio takes an int32
 
 
@@ -76,6 +77,14 @@ class ProcessorConfig:
     grpc_workers: int = 16
     shutdown_timeout: float = 30.0
     log_level: str = "info"
+    # LLM judge inside serve: the fraction of new turns scored in the background (0: off), on any
+    # OpenAI-compatible endpoint (unset: api.openai.com); key from OTEL_CHATBOT_JUDGE_API_KEY or
+    # OPENAI_API_KEY. Turns beyond judge_queue_max waiting are dropped (counted), never slowing ingest.
+    judge_sample_rate: float = 0.0
+    judge_base_url: str | None = None
+    judge_model: str = "gpt-4o-mini"
+    judge_queue_max: int = 1000
+    judge_groundedness_threshold: float = 5.0
 
     @property
     def cors_origin_list(self) -> tuple[str, ...]:
@@ -117,6 +126,18 @@ class ProcessorConfig:
         if (self.redact_ner or self.pseudonym_key is not None) and not self.redact:
             key = "redact_ner" if self.redact_ner else "pseudonym_key"
             raise ConfigError(f"{key}: takes effect only with redact on (--redact)")
+        if not 0 <= self.judge_sample_rate <= 1:
+            raise ConfigError(f"judge_sample_rate: expected a fraction between 0 and 1, "
+                              f"got {self.judge_sample_rate}")
+        if self.judge_base_url is not None and not _HTTP_URL_RE.match(self.judge_base_url):
+            raise ConfigError(f"judge_base_url: expected an http(s):// URL such as http://localhost:8000/v1, "
+                              f"got {self.judge_base_url!r}")
+        if not self.judge_model:
+            raise ConfigError("judge_model: must be non-empty")
+        _at_least("judge_queue_max", self.judge_queue_max, 1)
+        if not 0 <= self.judge_groundedness_threshold <= 10:
+            raise ConfigError(f"judge_groundedness_threshold: expected a score between 0 and 10, "
+                              f"got {self.judge_groundedness_threshold}")
         if self.log_level not in _LOG_LEVELS:
             raise ConfigError(f"log_level: expected one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}")
 

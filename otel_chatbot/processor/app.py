@@ -53,6 +53,7 @@ class Processor:
         self._embedded: EmbeddedPostgres | None = None
         self._url: str | None = None
         self._pipeline: Pipeline | None = None
+        self._judge: Any = None  # the online judge (quality/online.py) when judge_sample_rate > 0
         self._http: HttpReceiver | None = None
         self._grpc: GrpcReceiver | None = None
         self._metrics_server: Any = None
@@ -113,9 +114,11 @@ class Processor:
         auth = BearerAuth(config.auth_token)
         redact = _redactor(config) if config.redact else None
         writers = [BatchWriter(self._url) for _ in range(config.writers)]
+        self._judge = _online_judge(config, self._url, self.metrics, prices)
         self._pipeline = Pipeline(writers, self.metrics,
                                   queue_max_spans=config.queue_max_spans,
-                                  write_batch_spans=config.write_batch_spans)
+                                  write_batch_spans=config.write_batch_spans,
+                                  on_commit=self._judge.offer if self._judge is not None else None)
         self._pipeline.start()
 
         host, port = split_address("metrics", config.metrics)
@@ -163,6 +166,8 @@ class Processor:
             grpc_stopped.wait(timeout)
         if grpc_ is not None:
             grpc_.shutdown(0)
+        if self._judge is not None:
+            self._judge.shutdown(min(timeout, 5.0))
         if self._metrics_server is not None:
             with contextlib.suppress(Exception):
                 self._metrics_server.shutdown()
@@ -170,6 +175,7 @@ class Processor:
         if self._embedded is not None:
             self._embedded.shutdown()
         self._pipeline = self._http = self._grpc = self._metrics_server = self._embedded = None
+        self._judge = None
 
     # --- health ----------------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:
@@ -195,6 +201,22 @@ class Processor:
         from otel_chatbot.store.queries import turn_exists
 
         return turn_exists(self.database_url, turn_id)
+
+
+def _online_judge(config: ProcessorConfig, url: str, metrics: ProcessorMetrics, prices: PriceTable) -> Any:
+    """The started online judge, or None when judge_sample_rate is 0 (quality/ imported only then)."""
+    if config.judge_sample_rate <= 0:
+        return None
+    from otel_chatbot.quality.llm import JudgeUnavailable
+    from otel_chatbot.quality.online import build_online_judge
+
+    try:
+        judge = build_online_judge(config, url, metrics, prices)
+    except JudgeUnavailable as exc:
+        raise ConfigError(f"judge_sample_rate: {exc}") from None
+    if judge is not None:
+        judge.start()
+    return judge
 
 
 def _redactor(config: ProcessorConfig) -> Any:

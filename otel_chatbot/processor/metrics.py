@@ -231,6 +231,12 @@ class ProcessorMetrics:
                                   "Spans stored for the first time.", registry=r)
         self._duplicates = Counter("otel_chatbot_spans_duplicate_total",
                                    "Spans received again (Collector retries), not stored twice.", registry=r)
+        self._judge_dropped = Counter("otel_chatbot_judge_dropped_total",
+                                      "Turns sampled for the online judge but dropped: its queue was full.",
+                                      registry=r)
+        self._judge_failed = Counter("otel_chatbot_judge_failures_total",
+                                     "Turns the online judge could not score (endpoint errors, invalid "
+                                     "answers, database errors).", registry=r)
 
     # --- label folding (caller holds the lock) ------------------------------------------------
     def _fold(self, labelnames: Sequence[str], values: Labels, weight: int = 1) -> Labels:
@@ -343,6 +349,18 @@ class ProcessorMetrics:
         cell = es.cell_of((score,))
         with self._lock:
             es.merge(self._fold(es.labelnames, (_clean(dimension),)), cell)
+
+    def judge_hallucination(self, service: str, source: str | None) -> None:
+        """A turn the online judge flagged hallucinated (not flagged before): counted once, here."""
+        labels = (_clean(service), _clean(source))
+        with self._lock:
+            self.hallucinations.add(self._fold(self.hallucinations.labelnames, labels), 1)
+
+    def judge_dropped(self, n: int) -> None:
+        self._judge_dropped.inc(n)
+
+    def judge_failed(self) -> None:
+        self._judge_failed.inc()
 
     # --- processor self-metrics ------------------------------------------------------------------
     def spans_accepted(self, n: int, transport: str) -> None:

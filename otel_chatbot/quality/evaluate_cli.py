@@ -19,7 +19,7 @@ examples:
   otel-chatbot evaluate --base-url http://localhost:11434/v1 --model llama3.1 --service support --since 7d
   otel-chatbot evaluate --level session --since 2025-01-01T00:00:00Z --until 2025-01-08 --format json
 
-Scores go to the evaluations (or session_evaluations) table, which the Grafana quality dashboards read.
+Scores go to the evaluations (or session_evaluations) table, where Grafana's SQL panels read them.
 The chatbot_evaluation_score histogram on /metrics comes only from the judge running inside
 `otel-chatbot serve` (--judge-sample-rate): the processor does not see runs of this command.
 A turn is judged once per evaluator and judge version: rerunning skips what is already scored, and the

@@ -274,3 +274,24 @@ def test_session_level(writer: BatchWriter, database_url: str, llm_server: LLMSe
         "TURN 3\nUSER: thanks\nBOT: You're welcome!")
     again = evaluate(database_url, make_judge(llm_server.base_url), EvaluateOptions(level="session"))
     assert (again.judged, again.already_judged) == (0, 2)
+
+
+def test_a_judge_call_that_times_out_is_retried(writer: BatchWriter, database_url: str,
+                                                llm_server: LLMServer) -> None:
+    t = store_turn(writer, "hello", "hi")
+    llm_server.script(Reply.slow(3.0, scores(1, 1, 1)), Reply(scores(8, 8, 8)))
+    summary = evaluate(database_url, make_judge(llm_server.base_url, timeout_s=0.5), EvaluateOptions())
+    assert (summary.judged, summary.failed) == (1, 0)
+    assert len(llm_server.chat_requests()) == 2
+    assert rows(database_url, "SELECT turn_id, accuracy FROM evaluations") == [(t.turn_id, 8.0)]
+
+
+def test_timeouts_beyond_max_retries_fail_the_turn(writer: BatchWriter, database_url: str,
+                                                   llm_server: LLMServer) -> None:
+    store_turn(writer, "hello", "hi")
+    llm_server.script(*[Reply.slow(2.0, scores(1, 1, 1))] * 2)
+    judge = make_judge(llm_server.base_url, timeout_s=0.3,
+                       retry=RetryPolicy(max_retries=1, base_delay_s=0.01))
+    summary = evaluate(database_url, judge, EvaluateOptions())
+    assert summary.failed == 1 and summary.failures[0][1] == "the judge did not answer in time"
+    assert rows(database_url, "SELECT count(*) FROM evaluations") == [(0,)]

@@ -126,13 +126,18 @@ def repair_message(error: str) -> dict[str, str]:
                                        "object that matches the schema exactly."}
 
 
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; a NaN score would pass minimum/maximum and break the table.
+    raise VerdictInvalid(f"not valid JSON ({name} is not a number JSON allows)")
+
+
 def parse_verdict(content: str | None, schema: dict[str, Any]) -> dict[str, Any]:
     """The validated JSON object of an answer, or VerdictInvalid saying what is wrong with it."""
     text = (content or "").strip()
     if text.startswith("```"):  # some models wrap JSON in a Markdown fence despite being told not to
         text = text.strip("`").removeprefix("json").strip()
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise VerdictInvalid(f"not valid JSON ({exc.msg} at character {exc.pos})") from None
     try:

@@ -53,19 +53,27 @@ def _metrics(processor: Processor) -> dict[tuple[str, tuple[tuple[str, str], ...
 
 def test_new_turns_are_judged_in_the_background_with_metrics(database_url: str,
                                                              llm_server: LLMServer) -> None:
-    llm_server.respond_with(lambda body: Reply(
-        scores(2, 7, 8, groundedness=1) if "RETRIEVED DOCUMENT" in user_text(body) else scores(9, 9, 6)))
-    turn_ids = [f"turn-{os.urandom(4).hex()}" for _ in range(2)]
+    def respond(body: dict[str, Any]) -> Reply:
+        prompt = user_text(body)
+        if "broken" in prompt:
+            return Reply("no JSON here")  # twice: the repair round fails too
+        return Reply(scores(2, 7, 8, groundedness=1) if "RETRIEVED DOCUMENT" in prompt else scores(9, 9, 6))
+
+    llm_server.respond_with(respond)
+    turn_ids = [f"turn-{os.urandom(4).hex()}" for _ in range(3)]
     with running(database_url, judge_sample_rate=1.0, judge_base_url=llm_server.base_url,
                  judge_model="gpt-4o-mini") as processor:
         _send_turns(processor, [
             {"id": turn_ids[0], "user": "what does shipping cost", "bot": "shipping is always free",
              "documents": ["Shipping costs 5 EUR below 50 EUR."]},
             {"id": turn_ids[1], "user": "hello", "bot": "hi, how can I help?"},
+            {"id": turn_ids[2], "user": "broken please", "bot": "?"},
         ])
         wait_until(lambda: fetch(database_url, "SELECT count(*) FROM evaluations") == [(2,)], "two verdicts")
         wait_until(lambda: _metrics(processor).get(
             ("chatbot_evaluation_score_count", (("dimension", "accuracy"),))) == 2.0, "score metric")
+        wait_until(lambda: _metrics(processor).get(("otel_chatbot_judge_failures_total", ())) == 1.0,
+                   "the failure counted")
         metrics = _metrics(processor)
     stored = fetch(database_url, "SELECT turn_id, judge_version, accuracy, relevance, clarity, groundedness, "
                                  "hallucinated FROM evaluations ORDER BY turn_id")
@@ -75,7 +83,7 @@ def test_new_turns_are_judged_in_the_background_with_metrics(database_url: str,
                  (turn_ids[0],)) == [(True, "judge")]
     service = (("service", "shop-bot"), ("source", "website"))
     assert metrics[("chatbot_hallucinations_total", service)] == 1.0
-    assert metrics[("chatbot_turns_total", service)] == 2.0
+    assert metrics[("chatbot_turns_total", service)] == 3.0
     for dimension, expected_sum in (("accuracy", 11.0), ("relevance", 16.0), ("clarity", 14.0)):
         labels = (("dimension", dimension),)
         assert metrics[("chatbot_evaluation_score_count", labels)] == 2.0
@@ -84,7 +92,8 @@ def test_new_turns_are_judged_in_the_background_with_metrics(database_url: str,
     assert metrics[("chatbot_evaluation_score_count", grounded)] == 1.0
     assert metrics[("chatbot_evaluation_score_bucket", (*grounded, ("le", "1.0")))] == 1.0
     assert metrics[("otel_chatbot_judge_dropped_total", ())] == 0.0
-    assert metrics[("otel_chatbot_judge_failures_total", ())] == 0.0
+    assert metrics[("otel_chatbot_judge_failures_total", ())] == 1.0
+    assert len([r for r in llm_server.chat_requests() if "broken" in user_text(r.body)]) == 2
 
 
 def test_a_full_judge_queue_drops_and_counts_without_slowing_ingest(database_url: str,

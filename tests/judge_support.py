@@ -10,10 +10,10 @@ from typing import Any
 from llm_server import Reply
 from store_factories import span, trace_id, turn
 
-from otel_chatbot.processor.model import NormalisedBatch, SpanRow, TurnRow
 from otel_chatbot.processor.pricing import PriceTable
 from otel_chatbot.quality.judge import Judge
 from otel_chatbot.quality.llm import JudgeClient, RetryPolicy
+from otel_chatbot.records import NormalisedBatch, SpanRow, TurnRow
 from otel_chatbot.store.writer import BatchWriter
 
 HOUR_NS = 3600 * 10**9

@@ -18,10 +18,10 @@ from typing import Any, Protocol
 
 import psycopg
 
-from otel_chatbot.processor.model import CommitResult
 from otel_chatbot.quality.judge import Judge
 from otel_chatbot.quality.llm import JudgeCallFailed, JudgeUnavailable
 from otel_chatbot.quality.selection import sampled
+from otel_chatbot.records import CommitResult
 from otel_chatbot.store import evaluations as store
 
 _log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from server_support import fetch, running, wait_until
 
 from otel_chatbot.processor.app import Processor
-from otel_chatbot.processor.config import ConfigError
+from otel_chatbot.processor.config import ConfigError, load_config
 from otel_chatbot.quality.rubric import JUDGE_VERSION
 
 pytestmark = pytest.mark.slow
@@ -133,6 +133,11 @@ def test_online_judge_settings_are_validated(database_url: str, monkeypatch: pyt
         make_processor(database_url, judge_sample_rate="0.5", judge_base_url="localhost:8000")
     with pytest.raises(ConfigError, match="judge_queue_max: expected an integer >= 1, got 0"):
         make_processor(database_url, judge_queue_max="0")
+    # Environment and config-file keys, like every setting.
+    config = load_config({}, {"OTEL_CHATBOT_JUDGE_SAMPLE_RATE": "0.25",
+                              "OTEL_CHATBOT_JUDGE_MODEL": "gpt-4.1-mini"}, None)
+    assert (config.judge_sample_rate, config.judge_model, config.judge_queue_max) == (
+        0.25, "gpt-4.1-mini", 1000)
     for name in ("OTEL_CHATBOT_JUDGE_API_KEY", "OPENAI_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     # No endpoint of its own and no key: serve refuses to start, naming what to set.

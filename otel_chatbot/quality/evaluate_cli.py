@@ -149,7 +149,8 @@ def run(args: argparse.Namespace, config: ProcessorConfig, database_url: Any) ->
 
     since = args.since if args.since is not None else datetime.now(UTC) - parse_duration("24h")
     if args.until is not None and args.until <= since:
-        raise ConfigError("until: must be later than --since")
+        raise ConfigError(f"until: must be later than --since ({since.isoformat(timespec='seconds')}; "
+                          "the default is 24h ago)")
     if not args.evaluator.strip():
         raise ConfigError("evaluator: must be non-empty")
     base_url = args.base_url if args.base_url is not None else config.judge_base_url

@@ -42,6 +42,8 @@ WRITE_BATCH_BUCKETS: Final = (1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 5
 TRANSPORTS: Final = ("http", "grpc")
 REFUSAL_REASONS: Final = ("unavailable", "queue_full", "database_unavailable", "rejected")
 
+FEEDBACK_EXPIRY_REASONS: Final = ("age", "cap")
+
 OTHER: Final = "other"
 UNKNOWN: Final = "unknown"
 _MAX_LABEL_CHARS: Final = 128
@@ -271,6 +273,15 @@ class ProcessorMetrics:
                                   "Spans stored for the first time.", registry=r)
         self._duplicates = Counter("otel_chatbot_spans_duplicate_total",
                                    "Spans received again (Collector retries), not stored twice.", registry=r)
+        self._feedback_pending = Counter(
+            "otel_chatbot_feedback_pending_total",
+            "Feedback events that arrived before their turn and wait for it (pending_feedback).", registry=r)
+        self._feedback_expired = Counter(
+            "otel_chatbot_feedback_expired_total",
+            "Pending feedback dropped: its turn did not arrive in time (age) or the table was full (cap).",
+            ["reason"], registry=r)
+        for reason in FEEDBACK_EXPIRY_REASONS:
+            self._feedback_expired.labels(reason)
         # Every label set exists at 0 from the start, so increase() sees a first burst of refusals.
         for transport in TRANSPORTS:
             self._accepted.labels(transport)
@@ -381,6 +392,10 @@ class ProcessorMetrics:
             self._committed.inc(len(result.new_spans))
         if result.duplicate_spans:
             self._duplicates.inc(result.duplicate_spans)
+        if result.parked_feedback:
+            self._feedback_pending.inc(result.parked_feedback)
+        if result.expired_feedback:
+            self._feedback_expired.labels("cap").inc(result.expired_feedback)
 
     def observe_evaluation(self, dimension: str, score: float) -> None:
         """One LLM-judge score (0-10) for ``dimension`` (accuracy, relevance, clarity, groundedness)."""
@@ -405,3 +420,7 @@ class ProcessorMetrics:
 
     def database_error(self) -> None:
         self._db_errors.inc()
+
+    def feedback_expired(self, reason: str, n: int) -> None:
+        """``n`` pending feedback events deleted by the sweeper (``reason``: age or cap)."""
+        self._feedback_expired.labels(reason).inc(n)

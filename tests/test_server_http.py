@@ -256,9 +256,9 @@ def test_feedback_log_records_are_stored(processor: Processor, database_url: str
         f"{base_url(processor)}/v1/logs", content=body, headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 200, response.text
-    # turn-1 and turn-2 are not stored: their ratings wait for them (test_feedback_pending.py).
-    assert fetch(database_url, "SELECT turn_id, rating, comment, origin FROM pending_feedback ORDER BY 1") == [
-        ("turn-1", "down", "wrong answer", "log"), ("turn-2", "up", None, "log")]
+    # turn-1 and turn-2 are not stored: their ratings wait for them (test_server_pending_feedback.py).
+    pending = fetch(database_url, "SELECT turn_id, rating, comment, origin FROM pending_feedback ORDER BY 1")
+    assert pending == [("turn-1", "down", "wrong answer", "log"), ("turn-2", "up", None, "log")]
     assert fetch(database_url, "SELECT count(*) FROM feedback") == [(0,)]
     expected = json.loads(body)
     assert expected["resourceLogs"]  # the fixture really holds log records

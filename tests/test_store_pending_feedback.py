@@ -27,9 +27,11 @@ def test_feedback_before_its_turn_waits_then_is_attached_under_the_turns_service
     assert rows(database_url, "SELECT count(*) FROM feedback") == [(0,)]
 
     arrived = writer.write(_sdk_turn("turn-7"))
-    assert [(f.turn_id, f.rating, f.comment, f.origin, f.time_ns, f.service) for f in arrived.new_feedback] == [
-        ("turn-7", "down", "wrong", "api", NOW_NS // 1000 * 1000, "shop-bot")]
-    assert rows(database_url, "SELECT turn_id, rating, service FROM feedback") == [("turn-7", "down", "shop-bot")]
+    attached = [(f.turn_id, f.rating, f.comment, f.origin, f.time_ns, f.service)
+                for f in arrived.new_feedback]
+    assert attached == [("turn-7", "down", "wrong", "api", NOW_NS // 1000 * 1000, "shop-bot")]
+    stored = rows(database_url, "SELECT turn_id, rating, service FROM feedback")
+    assert stored == [("turn-7", "down", "shop-bot")]
     assert rows(database_url, "SELECT count(*) FROM pending_feedback") == [(0,)]
     # The turn re-sent (a Collector retry) attaches nothing again.
     assert writer.write(_sdk_turn("turn-7")).new_feedback == []
@@ -48,7 +50,8 @@ def test_pending_feedback_keeps_the_latest_event_and_a_later_rating_still_counts
     assert rows(database_url, "SELECT rating FROM feedback") == [("down",)]
 
 
-def test_feedback_and_its_turn_in_one_batch_is_stored_directly(writer: BatchWriter, database_url: str) -> None:
+def test_feedback_and_its_turn_in_one_batch_is_stored_directly(writer: BatchWriter,
+                                                                database_url: str) -> None:
     batch = _sdk_turn("turn-9", service="desk-bot")
     batch.feedback.append(feedback("turn-9", "up", NOW_NS))
     result = writer.write(batch)

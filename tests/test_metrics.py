@@ -306,7 +306,7 @@ def test_self_metrics_exist_at_zero_for_every_transport_and_refusal_reason() -> 
     text = _scrape_once(ProcessorMetrics())
     for transport in ("http", "grpc"):
         assert f'otel_chatbot_spans_accepted_total{{transport="{transport}"}} 0.0' in text
-        for reason in ("unavailable", "queue_full", "database_unavailable", "rejected"):
+        for reason in ("unavailable", "queue_full", "database_unavailable", "rejected", "internal"):
             assert (f'otel_chatbot_spans_refused_total{{reason="{reason}",transport="{transport}"}} 0.0'
                     in text)
 

@@ -7,7 +7,7 @@ import time
 
 from store_factories import NOW_NS, US, feedback, rows, trace_id, turn
 
-from otel_chatbot.processor.model import CommitResult, NormalisedBatch
+from otel_chatbot.records import CommitResult, NormalisedBatch
 from otel_chatbot.store.api_pool import ApiPool
 from otel_chatbot.store.pending_feedback import PendingFeedbackSweeper
 from otel_chatbot.store.writer import BatchWriter

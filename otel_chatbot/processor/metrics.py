@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from otel_chatbot.errors import InternalError, PermanentError, QueueFull, RetryableError, Unavailable
 from otel_chatbot.records import CommitResult
 
 # Turn latency: 3.0 must stay a boundary, the latency SLO and the slow-turn alert read le="3.0".
@@ -40,7 +41,8 @@ WRITE_BATCH_BUCKETS: Final = (1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 5
 
 # The self-metrics' label values (receivers and pipeline refusals), created at 0 at start.
 TRANSPORTS: Final = ("http", "grpc")
-REFUSAL_REASONS: Final = ("unavailable", "queue_full", "database_unavailable", "rejected")
+REFUSAL_REASONS: Final = tuple(error.reason for error in (
+    RetryableError, QueueFull, Unavailable, PermanentError, InternalError))
 
 FEEDBACK_EXPIRY_REASONS: Final = ("age", "cap")
 

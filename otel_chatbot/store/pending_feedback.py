@@ -117,10 +117,12 @@ class FeedbackStep:
         self._cap: psycopg.Cursor[Any] | None = None
         self._feedback: list[FeedbackRow] = []
 
-    def send(self, conn: psycopg.Connection[Any], turns: list[TurnRow], feedback: list[FeedbackRow]) -> None:
+    def send(self, conn: psycopg.Connection[Any], turn_ids: str | list[str],
+             feedback: list[FeedbackRow]) -> None:
+        """``turn_ids``: the batch's turn ids as a text[] literal (cheaper to send than a list) or list."""
         self._feedback = feedback
-        if turns:
-            self._attach = conn.execute(ATTACH_PENDING, ([t.turn_id for t in turns],))
+        if turn_ids and turn_ids != "{}":
+            self._attach = conn.execute(ATTACH_PENDING, (turn_ids,))
         if feedback:
             self._store = conn.execute(STORE_FEEDBACK, (feedback_json(feedback),))
             self._cap = conn.execute(EXPIRE_OVER_CAP, (self._max_pending,))

@@ -205,7 +205,8 @@ class BatchWriter:
                 auto_cur = conn.execute(q.MERGE_AUTO_TURNS)
             if work.usage_update:
                 conn.execute(q.UPDATE_TOKEN_SUMS, (_text_array(work.usage_update),))
-            feedback_step.send(conn, work.turns, feedback)  # after the turns: attaches waiting feedback
+            # After the turns: attaches the feedback that waited for them.
+            feedback_step.send(conn, _text_array([t.turn_id for t in work.turns]), feedback)
             if sessions:
                 session_cur = conn.execute(q.UPSERT_SESSIONS, (orjson.dumps(sessions).decode(),))
             conn.commit()  # in the same round trip; results stay readable on the cursors

@@ -40,6 +40,10 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("prices_file", "FILE", "JSON model price table overriding/extending the packaged one"),
     ("label_cap", "N", "distinct values per Prometheus label before folding into 'other' (default 50)"),
     ("grpc_workers", "N", "gRPC worker threads (default 16)"),
+    ("pending_feedback_max_age", "SECONDS",
+     "how long feedback for a turn not stored yet waits for it before it expires (default 300)"),
+    ("pending_feedback_max", "N", "most feedback events waiting for their turn at once (default 10000)"),
+    ("api_pool_size", "N", "database connections of the HTTP API and /readyz (default 4)"),
     ("shutdown_timeout", "SECONDS", "how long SIGTERM waits for queued data to commit (default 30)"),
     ("log_level", "LEVEL", "debug, info, warning or error (default info)"),
     ("judge_sample_rate", "FRACTION", "LLM-judge this fraction of new turns in the background "

@@ -106,4 +106,6 @@ class CommitResult:
     # first-seen sessions as (session, service, source)
     new_sessions: list[tuple[str, str, str | None]] = field(default_factory=list)
     span_count: int = 0  # spans in the request(s), new or not
+    parked_feedback: int = 0  # feedback events waiting for their turn (pending_feedback)
+    expired_feedback: int = 0  # pending feedback dropped to keep the table within its count limit
     duplicate_spans: int = 0

@@ -178,13 +178,13 @@ def prometheus_query(port: int, query: str) -> list[dict[str, Any]]:
 class ChatTraffic:
     """A chatbot's spans, exported over real OTLP/HTTP to the processor."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, service: str = SERVICE) -> None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        self.provider = TracerProvider(resource=Resource.create({"service.name": SERVICE}))
+        self.provider = TracerProvider(resource=Resource.create({"service.name": service}))
         self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")))
         self.tracer = self.provider.get_tracer("e2e")
 

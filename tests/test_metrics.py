@@ -36,6 +36,8 @@ def _turn(i: int = 0, *, service: str = "support", source: str | None = "website
 
 
 def _value(m: ProcessorMetrics, name: str, **labels: str) -> float | None:
+    """The value a scrape reads once an earlier scrape has seen every new series at 0."""
+    list(m.registry.collect())
     return m.registry.get_sample_value(name, labels)
 
 
@@ -227,6 +229,7 @@ def test_metrics_are_served_over_http_in_the_text_format() -> None:
     server, thread = start_http_server(0, addr="127.0.0.1", registry=m.registry)
     try:
         port = server.server_address[1]
+        first = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     finally:
         server.shutdown()
@@ -234,12 +237,79 @@ def test_metrics_are_served_over_http_in_the_text_format() -> None:
     families = {f.name: f for f in text_string_to_metric_families(body)}
     assert families["chatbot_fallbacks"].type == "counter"
     assert families["chatbot_turn_duration_seconds"].type == "histogram"
+    # The first scrape reads the new series at 0, the next one its first increment.
+    assert 'chatbot_fallbacks_total{reason="no_answer",service="support",source="website"} 0.0' in first
     assert 'chatbot_fallbacks_total{reason="no_answer",service="support",source="website"} 1.0' in body
 
 
 def _scrape(m: ProcessorMetrics) -> str:
+    generate_latest(m.registry)  # Prometheus has read the new series at 0 (see test_first_increment…)
     return generate_latest(m.registry).decode()
 
 
 def _label_sets(m: ProcessorMetrics, name: str) -> list[dict[str, str]]:
     return [s.labels for family in m.registry.collect() for s in family.samples if s.name == name]
+
+
+def _read(m: ProcessorMetrics, name: str, **labels: str) -> float | None:
+    """One scrape's value, without the earlier scrape that _value() adds."""
+    return m.registry.get_sample_value(name, labels)
+
+
+def test_first_increment_is_held_until_a_scrape_has_read_the_series_at_zero() -> None:
+    # A burst in the first batch of a new service: a series born at 8 gives increase() nothing to
+    # compare with, so the fallback alert ("more than 5 in 10 minutes") would never see it.
+    m = ProcessorMetrics()
+    burst = [_turn(i, service="new-bot", fallback=True, fallback_reason="no_answer", latency=4.0)
+             for i in range(8)]
+    m.observe_commit(CommitResult(new_turns=burst))
+    fallbacks = {"service": "new-bot", "source": "website", "reason": "no_answer"}
+    turns = {"service": "new-bot", "source": "website"}
+    assert _read(m, "chatbot_fallbacks_total", **fallbacks) == 0
+    # get_sample_value() is a scrape too: the one above released the held increments.
+    assert _read(m, "chatbot_fallbacks_total", **fallbacks) == 8
+    m2 = ProcessorMetrics()
+    m2.observe_commit(CommitResult(new_turns=burst[:3]))
+    m2.observe_commit(CommitResult(new_turns=burst[3:]))  # still unscraped: held increments add up
+    first = _scrape_once(m2)
+    assert 'chatbot_fallbacks_total{reason="no_answer",service="new-bot",source="website"} 0.0' in first
+    assert 'chatbot_turns_total{service="new-bot",source="website"} 0.0' in first
+    assert 'chatbot_turn_duration_seconds_count{service="new-bot",source="website"} 0.0' in first
+    assert 'chatbot_errors_total{service="new-bot",source="website"} 0.0' in first
+    second = _scrape_once(m2)
+    assert 'chatbot_fallbacks_total{reason="no_answer",service="new-bot",source="website"} 8.0' in second
+    assert 'chatbot_turns_total{service="new-bot",source="website"} 8.0' in second
+    assert 'chatbot_turn_duration_seconds_count{service="new-bot",source="website"} 8.0' in second
+    assert 'chatbot_turn_duration_seconds_bucket{le="3.0",service="new-bot",source="website"} 0.0' in second
+    # A series already scraped counts straight away; a new reason of a known service is held again.
+    m2.observe_commit(CommitResult(new_turns=[
+        _turn(20, service="new-bot", fallback=True, fallback_reason="no_answer"),
+        _turn(21, service="new-bot", fallback=True, fallback_reason="timeout")]))
+    assert _read(m2, "chatbot_fallbacks_total", **fallbacks) == 9
+    assert _read(m2, "chatbot_turns_total", **turns) == 10
+    m3 = ProcessorMetrics()
+    m3.observe_commit(CommitResult(new_turns=[
+        _turn(21, service="new-bot", fallback=True, fallback_reason="timeout")]))
+    assert _read(m3, "chatbot_fallbacks_total", service="new-bot", source="website", reason="timeout") == 0
+
+
+def test_a_flag_series_touched_at_zero_also_holds_its_first_increment() -> None:
+    m = ProcessorMetrics()
+    m.observe_commit(CommitResult(new_turns=[_turn(1)]))  # errors series born (touched) at 0
+    m.observe_commit(CommitResult(new_turns=[_turn(i, error=True) for i in range(2, 9)]))
+    web = {"service": "support", "source": "website"}
+    assert _read(m, "chatbot_errors_total", **web) == 0
+    assert _read(m, "chatbot_errors_total", **web) == 7
+
+
+def test_self_metrics_exist_at_zero_for_every_transport_and_refusal_reason() -> None:
+    text = _scrape_once(ProcessorMetrics())
+    for transport in ("http", "grpc"):
+        assert f'otel_chatbot_spans_accepted_total{{transport="{transport}"}} 0.0' in text
+        for reason in ("unavailable", "queue_full", "database_unavailable", "rejected", "internal"):
+            assert (f'otel_chatbot_spans_refused_total{{reason="{reason}",transport="{transport}"}} 0.0'
+                    in text)
+
+
+def _scrape_once(m: ProcessorMetrics) -> str:
+    return generate_latest(m.registry).decode()

@@ -32,6 +32,9 @@ INVALID = {
     "malformed.toml": "is not valid TOML",
     "malformed.json": "is not valid JSON",
     "too_many_writers.yaml": "writers: at most 16, got 64",
+    "bad_pending_age.yaml": "pending_feedback_max_age: expected a positive number of seconds, got 0.0",
+    "no_pending_feedback.yaml": "pending_feedback_max: expected an integer >= 1, got 0",
+    "too_big_api_pool.yaml": "api_pool_size: at most 64, got 100",
 }
 
 

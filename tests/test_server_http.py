@@ -256,8 +256,10 @@ def test_feedback_log_records_are_stored(processor: Processor, database_url: str
         f"{base_url(processor)}/v1/logs", content=body, headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 200, response.text
-    rows = fetch(database_url, "SELECT origin FROM feedback")
-    assert rows and all(r == ("log",) for r in rows)
+    # turn-1 and turn-2 are not stored: their ratings wait for them (test_server_pending_feedback.py).
+    pending = fetch(database_url, "SELECT turn_id, rating, comment, origin FROM pending_feedback ORDER BY 1")
+    assert pending == [("turn-1", "down", "wrong answer", "log"), ("turn-2", "up", None, "log")]
+    assert fetch(database_url, "SELECT count(*) FROM feedback") == [(0,)]
     expected = json.loads(body)
     assert expected["resourceLogs"]  # the fixture really holds log records
 
@@ -277,7 +279,9 @@ def test_feedback_api(processor: Processor, database_url: str) -> None:
     assert fetch(database_url, "SELECT rating FROM feedback WHERE turn_id = %s", (turn_id,)) == [("up",)]
 
     missing = httpx.post(url, json={"turn_id": "no-such-turn", "rating": "up"})
-    assert missing.status_code == 404 and "no-such-turn" in missing.json()["message"]
+    assert missing.status_code == 202
+    assert missing.json() == {"turn_id": "no-such-turn", "rating": "up", "stored": False, "pending": True}
+    assert fetch(database_url, "SELECT turn_id FROM pending_feedback") == [("no-such-turn",)]
     bad_rating = httpx.post(url, json={"turn_id": turn_id, "rating": "meh"})
     assert bad_rating.status_code == 400 and "rating" in bad_rating.json()["message"]
     assert httpx.post(url, json={"rating": "up"}).status_code == 400

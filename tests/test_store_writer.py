@@ -114,6 +114,7 @@ def test_sdk_turn_suppresses_auto_turns_of_its_trace(writer: BatchWriter, databa
 
 def test_feedback_latest_wins_even_when_an_older_event_arrives_later(writer: BatchWriter,
                                                                       database_url: str) -> None:
+    writer.write(NormalisedBatch(turns=[turn(trace_id(), turn_id=f"turn-{i}", auto=False) for i in (1, 2)]))
     r1 = writer.write(NormalisedBatch(feedback=[feedback("turn-1", "up", NOW_NS)]))
     assert [(f.turn_id, f.rating) for f in r1.new_feedback] == [("turn-1", "up")]
     r2 = writer.write(NormalisedBatch(feedback=[feedback("turn-1", "down", NOW_NS + 10 * US, comment="no")]))

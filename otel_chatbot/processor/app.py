@@ -26,8 +26,10 @@ from otel_chatbot.processor.http_receiver import HttpReceiver
 from otel_chatbot.processor.metrics import ProcessorMetrics
 from otel_chatbot.processor.pipeline import Pipeline
 from otel_chatbot.processor.pricing import PriceTable
+from otel_chatbot.store.api_pool import ApiPool
 from otel_chatbot.store.embedded import EmbeddedPostgres
-from otel_chatbot.store.migrate import LATEST_VERSION, migrate, schema_version
+from otel_chatbot.store.migrate import LATEST_VERSION, migrate
+from otel_chatbot.store.pending_feedback import PendingFeedbackSweeper
 from otel_chatbot.store.writer import BatchWriter
 
 _log = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ class Processor:
         self._judge: Any = None  # the online judge (quality/online.py) when judge_sample_rate > 0
         self._http: HttpReceiver | None = None
         self._grpc: GrpcReceiver | None = None
+        self._api_pool: ApiPool | None = None
+        self._sweeper: PendingFeedbackSweeper | None = None
         self._metrics_server: Any = None
         self._metrics_address: tuple[str, int] | None = None
         self._lock = threading.Lock()
@@ -113,7 +117,15 @@ class Processor:
                 _log.info("applied migrations %s", applied)
         auth = BearerAuth(config.auth_token)
         redact = _redactor(config) if config.redact else None
-        writers = [BatchWriter(self._url) for _ in range(config.writers)]
+        writers = [BatchWriter(self._url, pending_feedback_max=config.pending_feedback_max)
+                   for _ in range(config.writers)]
+        self._api_pool = ApiPool(self._url, max_size=config.api_pool_size)
+        self._api_pool.start()
+        self._sweeper = PendingFeedbackSweeper(
+            self._api_pool.connection, max_age_s=config.pending_feedback_max_age,
+            max_rows=config.pending_feedback_max, interval_s=sweep_interval(config.pending_feedback_max_age),
+            on_expired=self.metrics.feedback_expired)
+        self._sweeper.start()
         self._judge = _online_judge(config, self._url, self.metrics, prices)
         self._pipeline = Pipeline(writers, self.metrics,
                                   queue_max_spans=config.queue_max_spans,
@@ -136,7 +148,7 @@ class Processor:
         host, port = split_address("otlp_http", config.otlp_http)
         self._http = HttpReceiver(host, port, self._pipeline, prices=prices, auth=auth,
                                   max_body_bytes=config.max_body_bytes, ready_check=self.readiness,
-                                  turn_exists=self._turn_exists, redact=redact,
+                                  turn_exists=self._api_pool.turn_exists, redact=redact,
                                   graceful_timeout=config.shutdown_timeout,
                                   cors_origins=config.cors_origin_list)
         with _listening("otlp_http", config.otlp_http):
@@ -172,20 +184,24 @@ class Processor:
             with contextlib.suppress(Exception):
                 self._metrics_server.shutdown()
                 self._metrics_server.server_close()
+        if self._sweeper is not None:
+            self._sweeper.shutdown()
+        if self._api_pool is not None:
+            self._api_pool.shutdown()
         if self._embedded is not None:
             self._embedded.shutdown()
         self._pipeline = self._http = self._grpc = self._metrics_server = self._embedded = None
         self._judge = None
+        self._sweeper = self._api_pool = None
 
     # --- health ----------------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:
         """(ready, reason): the database answers, is migrated to LATEST_VERSION, the writer is up."""
-        pipeline, url = self._pipeline, self._url
-        if pipeline is None or url is None:
+        pipeline, pool = self._pipeline, self._api_pool
+        if pipeline is None or pool is None:
             return False, "not started"
         try:
-            conninfo = psycopg.conninfo.make_conninfo(url, connect_timeout=_READY_CONNECT_TIMEOUT_S)
-            version = schema_version(conninfo)
+            version = pool.schema_version(_READY_CONNECT_TIMEOUT_S)
         except psycopg.Error as exc:
             return False, f"database unreachable: {str(exc).strip()}"
         if version != LATEST_VERSION:
@@ -197,10 +213,10 @@ class Processor:
             return False, "shutting down"
         return True, "ready"
 
-    def _turn_exists(self, turn_id: str) -> bool:
-        from otel_chatbot.store.queries import turn_exists
 
-        return turn_exists(self.database_url, turn_id)
+def sweep_interval(max_age_s: float) -> float:
+    """How often expired pending feedback is swept: a quarter of its age limit, at most every 30 s."""
+    return min(max(max_age_s / 4, 0.05), 30.0)
 
 
 def _online_judge(config: ProcessorConfig, url: str, metrics: ProcessorMetrics, prices: PriceTable) -> Any:

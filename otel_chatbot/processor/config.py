@@ -75,6 +75,13 @@ class ProcessorConfig:
     # Apply pending migrations at start; off when a separate `otel-chatbot migrate` job owns the schema.
     migrate: bool = True
     grpc_workers: int = 16
+    # Feedback for a turn not stored yet (the app's exporter still holds it) waits at most this many
+    # seconds, and at most this many events wait at once; beyond either it is dropped and counted in
+    # otel_chatbot_feedback_expired_total{reason="age"|"cap"}.
+    pending_feedback_max_age: float = 300.0
+    pending_feedback_max: int = 10_000
+    # Database connections shared by the HTTP API, /readyz and the pending-feedback sweeper.
+    api_pool_size: int = 4
     shutdown_timeout: float = 30.0
     log_level: str = "info"
     # LLM judge inside serve: the fraction of new turns scored in the background (0: off), on any
@@ -116,6 +123,13 @@ class ProcessorConfig:
             raise ConfigError(f"writers: at most 16, got {self.writers}")
         _at_least("label_cap", self.label_cap, 1)
         _at_least("grpc_workers", self.grpc_workers, 1)
+        if not self.pending_feedback_max_age > 0:
+            raise ConfigError(f"pending_feedback_max_age: expected a positive number of seconds, "
+                              f"got {self.pending_feedback_max_age}")
+        _at_least("pending_feedback_max", self.pending_feedback_max, 1)
+        _at_least("api_pool_size", self.api_pool_size, 1)
+        if self.api_pool_size > 64:
+            raise ConfigError(f"api_pool_size: at most 64, got {self.api_pool_size}")
         if not self.shutdown_timeout > 0:
             raise ConfigError(f"shutdown_timeout: expected a positive number of seconds, "
                               f"got {self.shutdown_timeout}")

@@ -1,7 +1,8 @@
 """OTLP/HTTP receiver and the small HTTP API (Starlette app served by uvicorn in its own thread).
 
 POST /v1/traces, /v1/logs (protobuf or JSON, optionally gzip/deflate), POST /v1/feedback,
-GET /healthz, GET /readyz. Answers 200 only after the pipeline committed the request's data.
+GET /healthz, GET /readyz. Answers 200 only after the pipeline committed the request's data (feedback
+for a turn not stored yet: 202, committed as pending until the turn arrives).
 Errors follow the OTLP spec: a google.rpc.Status body in the request's encoding; 400/413/415 are
 permanent, 429/503 carry Retry-After so the Collector retries; a processor bug answers 500 (INTERNAL)
 and is logged, never a 400 that would blame the client.
@@ -266,16 +267,17 @@ class HttpReceiver:
             if media_type(request.headers.get("content-type", JSON)) != JSON:
                 raise HttpError(415, "expected Content-Type application/json")
             row = self._feedback_row(await self._body(request))
-            if not await asyncio.to_thread(self._turn_exists, row.turn_id):
-                raise HttpError(404, f"unknown turn_id {row.turn_id!r}")
+            stored = await asyncio.to_thread(self._turn_exists, row.turn_id)
+            # Either way the writer decides under the turn's lock: a turn not stored yet (its app's
+            # exporter still holds it) gets the rating when it arrives, or it expires.
             await self._commit(NormalisedBatch(feedback=[row]))
         except HttpError as exc:
             return error_response(exc, JSON)
         except Exception as exc:  # turn lookup failed: the database is down
             _log.warning("feedback: turn lookup failed: %s", exc)
             return error_response(HttpError(503, "database unavailable", _UNAVAILABLE, 5), JSON)
-        return Response(orjson.dumps({"turn_id": row.turn_id, "rating": row.rating, "stored": True}),
-                        200, media_type=JSON)
+        body = {"turn_id": row.turn_id, "rating": row.rating, "stored": stored, "pending": not stored}
+        return Response(orjson.dumps(body), 200 if stored else 202, media_type=JSON)
 
     def _feedback_row(self, body: bytes) -> FeedbackRow:
         try:

@@ -5,6 +5,12 @@ span is counted once however often the Collector retries its batch. Counting is 
 folded into plain dicts first and applied under one lock, because per-observation calls into
 prometheus_client would cost more than the rest of the hot path. Counters live in this process only and
 reset on restart; the alert rules use ``rate()``/``increase()`` accordingly (docs/metrics.md).
+
+First increments: ``increase()`` only sees growth between two samples, so a series whose first sample
+is already 8 (a service's first burst of fallbacks in one batch, a new ``reason``, the first batch
+after a restart) would count as no increase at all and the alerts would miss it. A chat series is
+therefore born at 0 and its increments are held until a scrape has read that 0; the following scrape
+reads them. The self-metrics' label sets are known in advance and are created at 0 at start.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from otel_chatbot.errors import InternalError, PermanentError, QueueFull, RetryableError, Unavailable
 from otel_chatbot.records import CommitResult
 
 # Turn latency: 3.0 must stay a boundary, the latency SLO and the slow-turn alert read le="3.0".
@@ -31,6 +38,13 @@ GEN_AI_DURATION_BUCKETS: Final = (
 EVALUATION_SCORE_BUCKETS: Final = tuple(float(i) for i in range(1, 11))  # judge scores are 0-10
 WRITE_DURATION_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 WRITE_BATCH_BUCKETS: Final = (1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000)
+
+# The self-metrics' label values (receivers and pipeline refusals), created at 0 at start.
+TRANSPORTS: Final = ("http", "grpc")
+REFUSAL_REASONS: Final = tuple(error.reason for error in (
+    RetryableError, QueueFull, Unavailable, PermanentError, InternalError))
+
+FEEDBACK_EXPIRY_REASONS: Final = ("age", "cap")
 
 OTHER: Final = "other"
 UNKNOWN: Final = "unknown"
@@ -67,14 +81,31 @@ class _CounterFamily:
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
-        self.values: dict[Labels, float] = {}
+        self.values: dict[Labels, float] = {}  # what a scrape reads
+        # Series born since the last scrape: exposed at 0, their increments held here until a scrape
+        # has read that 0 (see the module docstring).
+        self.held: dict[Labels, float] = {}
 
     def add(self, labels: Labels, amount: float) -> None:
-        self.values[labels] = self.values.get(labels, 0.0) + amount
+        if labels in self.held:
+            self.held[labels] += amount
+        elif labels in self.values:
+            self.values[labels] += amount
+        else:
+            self.values[labels] = 0.0
+            self.held[labels] = amount
 
     def touch(self, labels: Labels) -> None:
-        # Exposing 0 before the first event lets rate()/increase() count that first event.
-        self.values.setdefault(labels, 0.0)
+        """Expose the series at 0 (a turn series' flag counters exist as soon as it does)."""
+        if labels not in self.values:
+            self.values[labels] = 0.0
+            self.held[labels] = 0.0
+
+    def release(self) -> None:
+        """A scrape has read the held series at 0: their increments become visible to the next one."""
+        for labels, amount in self.held.items():
+            self.values[labels] += amount
+        self.held.clear()
 
     def metric(self, values: Iterable[tuple[Labels, float]]) -> Metric:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -95,6 +126,7 @@ class _HistogramFamily:
         self._les = [_le_text(b) for b in self.bounds] + ["+Inf"]
         # per label set: [count in bucket 0 … count in +Inf bucket, sum]
         self.values: dict[Labels, list[float]] = {}
+        self.held: dict[Labels, list[float]] = {}  # as _CounterFamily.held
 
     def cell_of(self, values: Sequence[float], scale: float = 1.0) -> list[float]:
         """Bucket counts and sum of ``values * scale`` (sorting once beats one bisect per value)."""
@@ -110,12 +142,22 @@ class _HistogramFamily:
         return cell
 
     def merge(self, labels: Labels, cell: list[float]) -> None:
-        mine = self.values.get(labels)
+        mine = self.held.get(labels)
         if mine is None:
-            self.values[labels] = list(cell)
+            mine = self.values.get(labels)
+        if mine is None:
+            self.values[labels] = [0.0] * len(cell)
+            self.held[labels] = list(cell)
             return
         for i, v in enumerate(cell):
             mine[i] += v
+
+    def release(self) -> None:
+        for labels, cell in self.held.items():
+            mine = self.values[labels]
+            for i, v in enumerate(cell):
+                mine[i] += v
+        self.held.clear()
 
     def metric(self, values: Iterable[tuple[Labels, list[float]]]) -> Metric:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -145,6 +187,8 @@ class _ChatCollector(Collector):
         with self._lock:
             snapshot = [(f, [(k, list(v) if isinstance(v, list) else v) for k, v in f.values.items()])
                         for f in self._families]
+            for family in self._families:
+                family.release()  # this scrape reads the new series at 0; the next one reads more
         for family, values in snapshot:
             yield family.metric(values)  # type: ignore[arg-type]
 
@@ -237,6 +281,20 @@ class ProcessorMetrics:
         self._judge_failed = Counter("otel_chatbot_judge_failures_total",
                                      "Turns the online judge could not score (endpoint errors, invalid "
                                      "answers, database errors).", registry=r)
+        self._feedback_pending = Counter(
+            "otel_chatbot_feedback_pending_total",
+            "Feedback events that arrived before their turn and wait for it (pending_feedback).", registry=r)
+        self._feedback_expired = Counter(
+            "otel_chatbot_feedback_expired_total",
+            "Pending feedback dropped: its turn did not arrive in time (age) or the table was full (cap).",
+            ["reason"], registry=r)
+        for reason in FEEDBACK_EXPIRY_REASONS:
+            self._feedback_expired.labels(reason)
+        # Every label set exists at 0 from the start, so increase() sees a first burst of refusals.
+        for transport in TRANSPORTS:
+            self._accepted.labels(transport)
+            for reason in REFUSAL_REASONS:
+                self._refused.labels(transport, reason)
 
     # --- label folding (caller holds the lock) ------------------------------------------------
     def _fold(self, labelnames: Sequence[str], values: Labels, weight: int = 1) -> Labels:
@@ -342,6 +400,10 @@ class ProcessorMetrics:
             self._committed.inc(len(result.new_spans))
         if result.duplicate_spans:
             self._duplicates.inc(result.duplicate_spans)
+        if result.parked_feedback:
+            self._feedback_pending.inc(result.parked_feedback)
+        if result.expired_feedback:
+            self._feedback_expired.labels("cap").inc(result.expired_feedback)
 
     def observe_evaluation(self, dimension: str, score: float) -> None:
         """One LLM-judge score (0-10) for ``dimension`` (accuracy, relevance, clarity, groundedness)."""
@@ -378,3 +440,7 @@ class ProcessorMetrics:
 
     def database_error(self) -> None:
         self._db_errors.inc()
+
+    def feedback_expired(self, reason: str, n: int) -> None:
+        """``n`` pending feedback events deleted by the sweeper (``reason``: age or cap)."""
+        self._feedback_expired.labels(reason).inc(n)

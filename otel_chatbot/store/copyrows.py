@@ -41,7 +41,6 @@ TURN_COLUMNS = ("turn_id", "started_at", "trace_id", "span_id", "auto", "session
                 "fallback_reason", "hallucinated", "hallucination_source", "prompt_injection", "blocked",
                 "rate_limited", "error")
 NEW_TURN_COLUMNS = (*TURN_COLUMNS, "input_tokens", "output_tokens", "cost_usd")
-FEEDBACK_COLUMNS = ("turn_id", "rating", "comment", "origin", "given_at", "service")
 USAGE_COLUMNS = ("trace_id", "input_tokens", "output_tokens", "cost_usd", "llm_spans", "model", "model_at",
                  "last_span_at")
 
@@ -247,7 +246,7 @@ def usage_json(usage: dict[str, TraceUsage]) -> str:
 
 
 def feedback_json(feedback: Iterable[FeedbackRow]) -> str:
-    """UPSERT_FEEDBACK's parameter."""
+    """The feedback events parameter of pending_feedback.STORE_FEEDBACK."""
     return orjson.dumps([{"turn_id": f.turn_id, "rating": f.rating, "comment": f.comment, "origin": f.origin,
                           "given_us": f.time_ns // 1000, "service": f.service} for f in feedback]).decode()
 

@@ -9,7 +9,7 @@ effects of the earlier ones and two writers never merge the same trace at once.
 
 from __future__ import annotations
 
-from otel_chatbot.store.copyrows import FEEDBACK_COLUMNS, SPAN_COLUMNS, TURN_COLUMNS, USAGE_COLUMNS
+from otel_chatbot.store.copyrows import SPAN_COLUMNS, TURN_COLUMNS, USAGE_COLUMNS
 
 TURN_STAGE = "_otel_chatbot_turn_in"
 SPAN_STAGE = "_otel_chatbot_span_in"
@@ -170,29 +170,6 @@ FROM trace_usage u
 WHERE u.trace_id = ANY(%s::text[]) AND t.trace_id = u.trace_id
   AND (t.input_tokens, t.output_tokens, t.cost_usd, t.model)
       IS DISTINCT FROM (u.input_tokens, u.output_tokens, u.cost_usd, COALESCE(u.model, t.model))"""
-
-_FB_COLS = ", ".join(FEEDBACK_COLUMNS)
-# Feedback events: json [{turn_id, rating, comment, origin, given_us, service}, …]. Latest given_at
-# wins per turn; the result lists the turns whose stored rating changed (a new
-# rating, or a newer event with the other rating), which is what the feedback counter counts.
-UPSERT_FEEDBACK = f"""
-WITH incoming AS (
-    SELECT DISTINCT ON (turn_id) turn_id, rating, comment, origin, {_US.format("given_us")} AS given_at,
-           service
-    FROM json_to_recordset(%s::json)
-         AS e(turn_id text, rating text, comment text, origin text, given_us bigint, service text)
-    ORDER BY turn_id, given_at DESC
-), prior AS (
-    SELECT f.turn_id, f.rating FROM feedback f JOIN incoming USING (turn_id)
-), upserted AS (
-    INSERT INTO feedback AS f ({_FB_COLS}) SELECT {_FB_COLS} FROM incoming ORDER BY turn_id
-    ON CONFLICT (turn_id) DO UPDATE
-    SET rating = excluded.rating, comment = excluded.comment, origin = excluded.origin,
-        given_at = excluded.given_at, service = COALESCE(excluded.service, f.service)
-    WHERE excluded.given_at > f.given_at
-    RETURNING f.turn_id, f.rating
-)
-SELECT u.turn_id FROM upserted u LEFT JOIN prior p USING (turn_id) WHERE p.rating IS DISTINCT FROM u.rating"""
 
 # First sight of a (session, service): json [{session_id, service, source, first_us}, …], one per
 # key (the writer aggregates the batch's turns: earliest start, the earliest known source), sorted. An

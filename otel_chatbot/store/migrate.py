@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -85,11 +86,14 @@ def migrate(url: str) -> list[int]:
     return applied_now
 
 
-def schema_version(url: str) -> int | None:
+def schema_version(url_or_conn: str | psycopg.Connection[Any]) -> int | None:
     """Highest applied version, or None for a database never migrated."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
-        if not exists or not exists[0]:
-            return None
-        row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+    if isinstance(url_or_conn, str):
+        with psycopg.connect(url_or_conn, autocommit=True) as conn:
+            return schema_version(conn)
+    conn = url_or_conn
+    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return None
+    row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    return None if row is None or row[0] is None else int(row[0])

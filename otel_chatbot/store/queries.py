@@ -10,7 +10,7 @@ import psycopg
 
 
 def turn_exists(url_or_conn: str | psycopg.Connection[Any], turn_id: str) -> bool:
-    """True if a turn with this id is stored (the feedback API answers 404 otherwise)."""
+    """True if a turn with this id is stored (the feedback API answers 200, else 202: pending)."""
     query = "SELECT EXISTS (SELECT 1 FROM chat_turns WHERE turn_id = %s)"
     if isinstance(url_or_conn, str):
         with psycopg.connect(url_or_conn, autocommit=True) as conn:

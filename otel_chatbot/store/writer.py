@@ -10,7 +10,9 @@ write() in four round trips (daily partitions are created before, in their own t
   3. COPY the turns of traces with none stored (the common case) straight into ``chat_turns`` with
      their trace's usage. The others (rare) go to a staging table for the merge statements.
   4. Pipelined, with the COMMIT: merges (SDK turns suppress auto turns; an earlier auto candidate
-     replaces a later one), usage of turns stored by earlier batches, feedback (latest wins), sessions.
+     replaces a later one), usage of turns stored by earlier batches, feedback (latest wins; feedback
+     of a turn not stored yet waits in pending_feedback until the turn comes:
+     store/pending_feedback.py), sessions.
 If the direct turn COPY meets a key that exists after all, the batch is redone with every turn going
 through the merge statements. Errors: connection trouble or a server that cannot take the write now →
 ``errors.Unavailable`` (the Collector should retry; the next write() reconnects); data the database
@@ -33,6 +35,7 @@ from psycopg import errors
 from otel_chatbot.errors import PermanentError, Unavailable
 from otel_chatbot.records import CommitResult, NormalisedBatch, SpanRow, TurnRow
 from otel_chatbot.store import merge_sql as q
+from otel_chatbot.store import pending_feedback
 from otel_chatbot.store.copyrows import (
     NEW_TURN_COLUMNS,
     TURN_COLUMNS,
@@ -44,7 +47,6 @@ from otel_chatbot.store.copyrows import (
     copy_in,
     copy_spans,
     encode_turns,
-    feedback_json,
     out_of_range_span,
     usage_json,
     usage_of,
@@ -53,7 +55,6 @@ from otel_chatbot.store.partitions import DAY_NS, create_partitions, day_of_ns, 
 from otel_chatbot.store.turnplan import (
     StoredTurns,
     fold_auto_turns,
-    pick_feedback,
     pick_turns,
     plan_turns,
     unique_sdk_turns,
@@ -72,8 +73,10 @@ def _lock_key(value: str) -> int:
 class BatchWriter:
     """Writes batches over one connection; not for concurrent use (use one writer per thread)."""
 
-    def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, connect_timeout: float = 10.0,
+                 pending_feedback_max: int = 10_000) -> None:
         self._url = url
+        self._pending_feedback_max = pending_feedback_max
         self._connect_timeout = connect_timeout
         self._conn: psycopg.Connection[Any] | None = None
         self._known_days: dict[str, set[int]] = {"spans": set(), "chat_turns": set()}
@@ -154,7 +157,8 @@ class BatchWriter:
         probe = _Probe()
         usage, turns = work.usage, work.turns
         turn_traces = {t.trace_id for t in turns}
-        lock_ids = turn_traces.union(usage, [f.turn_id for f in work.batch.feedback])
+        lock_ids = turn_traces.union(usage, [f.turn_id for f in work.batch.feedback],
+                                     pending_feedback.lock_ids(turns))
         with conn.pipeline():
             if lock_ids:
                 keys = sorted({_lock_key(i) for i in lock_ids})
@@ -190,7 +194,8 @@ class BatchWriter:
         """Round trip 2: the rare merges, usage of turns stored earlier, feedback, sessions, commit."""
         merge, feedback = work.merge, work.batch.feedback
         sessions = unknown_sessions(work.turns, self._known_sessions)
-        sdk_cur = auto_cur = feedback_cur = session_cur = None
+        sdk_cur = auto_cur = session_cur = None
+        feedback_step = pending_feedback.FeedbackStep(self._pending_feedback_max)
         with conn.pipeline():
             if work.displaced:
                 conn.execute(q.DELETE_AUTO_TURNS, (_text_array(work.displaced),))
@@ -200,22 +205,22 @@ class BatchWriter:
                 auto_cur = conn.execute(q.MERGE_AUTO_TURNS)
             if work.usage_update:
                 conn.execute(q.UPDATE_TOKEN_SUMS, (_text_array(work.usage_update),))
-            if feedback:
-                feedback_cur = conn.execute(q.UPSERT_FEEDBACK, (feedback_json(feedback),))
+            # After the turns: attaches the feedback that waited for them.
+            feedback_step.send(conn, _text_array([t.turn_id for t in work.turns]), feedback)
             if sessions:
                 session_cur = conn.execute(q.UPSERT_SESSIONS, (orjson.dumps(sessions).decode(),))
             conn.commit()  # in the same round trip; results stay readable on the cursors
         merged_ids = [str(r[0]) for c in (sdk_cur, auto_cur) if c is not None for r in c.fetchall()]
-        changed_feedback = [str(r[0]) for r in feedback_cur.fetchall()] if feedback_cur else []
         new_sessions = [(str(sid), str(service), _opt_str(source))
                         for sid, service, source, inserted in (session_cur.fetchall() if session_cur else [])
                         if inserted]
         self._remember_sessions((row["session_id"], row["service"]) for row in sessions)
         spans = work.batch.spans
-        return CommitResult(
+        result = CommitResult(
             new_spans=work.new_spans, duplicate_spans=len(spans) - len(work.new_spans), span_count=len(spans),
-            new_turns=work.fresh + pick_turns(merge, merged_ids),
-            new_feedback=pick_feedback(feedback, changed_feedback), new_sessions=new_sessions)
+            new_turns=work.fresh + pick_turns(merge, merged_ids), new_sessions=new_sessions)
+        feedback_step.apply(result)
+        return result
 
     def _remember_sessions(self, sessions: Iterable[tuple[str, str]]) -> None:
         """Sessions known to be stored: their upsert can be skipped (it could only be a no-op)."""

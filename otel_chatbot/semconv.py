@@ -55,12 +55,25 @@ SESSION_ALIASES: Final = (
     "metadata.session_id",
     "metadata.conversation_id",
     "metadata.thread_id",
+    # Vercel AI SDK: experimental_telemetry.metadata (camelCase by JavaScript habit)
+    "ai.telemetry.metadata.sessionId",
+    "ai.telemetry.metadata.session_id",
+    "ai.telemetry.metadata.conversationId",
+    "ai.telemetry.metadata.threadId",
+    "ai.telemetry.metadata.chatId",
 )
 USER_ALIASES: Final = (
     USER_ID,
     "enduser.id",
     "traceloop.association.properties.user_id",
     "metadata.user_id",
+    "ai.telemetry.metadata.userId",
+    "ai.telemetry.metadata.user_id",
+)
+SOURCE_ALIASES: Final = (
+    CHAT_SOURCE,
+    "ai.telemetry.metadata.source",
+    "ai.telemetry.metadata.channel",
 )
 MODEL_ALIASES: Final = (
     GEN_AI_RESPONSE_MODEL,
@@ -102,6 +115,8 @@ MESSAGE_ATTRIBUTES: Final = (
     "gen_ai.system_instructions",
     CHAT_FEEDBACK_COMMENT, "llm.invocation_parameters", "traceloop.entity.input", "traceloop.entity.output",
     "gen_ai.prompt", "gen_ai.completion", "ai.prompt", "ai.prompt.messages", "ai.response.text",
+    # Vercel AI SDK, besides the above
+    "ai.response.object", "ai.response.toolCalls", "ai.toolCall.args", "ai.toolCall.result",
 )
 MESSAGE_ATTRIBUTE_PREFIXES: Final = (
     LEGACY_PROMPT_PREFIX,

@@ -55,25 +55,12 @@ SESSION_ALIASES: Final = (
     "metadata.session_id",
     "metadata.conversation_id",
     "metadata.thread_id",
-    # Vercel AI SDK: experimental_telemetry.metadata (camelCase by JavaScript habit)
-    "ai.telemetry.metadata.sessionId",
-    "ai.telemetry.metadata.session_id",
-    "ai.telemetry.metadata.conversationId",
-    "ai.telemetry.metadata.threadId",
-    "ai.telemetry.metadata.chatId",
 )
 USER_ALIASES: Final = (
     USER_ID,
     "enduser.id",
     "traceloop.association.properties.user_id",
     "metadata.user_id",
-    "ai.telemetry.metadata.userId",
-    "ai.telemetry.metadata.user_id",
-)
-SOURCE_ALIASES: Final = (
-    CHAT_SOURCE,
-    "ai.telemetry.metadata.source",
-    "ai.telemetry.metadata.channel",
 )
 MODEL_ALIASES: Final = (
     GEN_AI_RESPONSE_MODEL,
@@ -98,6 +85,14 @@ OUTPUT_TOKEN_ALIASES: Final = (
 TOTAL_TOKEN_ALIASES: Final = ("llm.token_count.total", "llm.usage.total_tokens", "gen_ai.usage.total_tokens")
 INPUT_MESSAGE_ALIASES: Final = (INPUT_VALUE, "gen_ai.input.messages", "gen_ai.prompt")
 OUTPUT_MESSAGE_ALIASES: Final = (OUTPUT_VALUE, "gen_ai.output.messages", "gen_ai.completion")
+# Vercel AI SDK: experimental_telemetry.metadata keys (JavaScript habit: camelCase). Read from the
+# SDK's chat spans only (processor/vercel_ai.py), not as plain aliases: an embedding call carrying
+# the same metadata is no chat turn.
+VERCEL_AI_METADATA_PREFIX: Final = "ai.telemetry.metadata."
+VERCEL_AI_SESSION_KEYS: Final = ("sessionId", "session_id", "conversationId", "conversation_id",
+                                 "threadId", "thread_id", "chatId")
+VERCEL_AI_USER_KEYS: Final = ("userId", "user_id")
+VERCEL_AI_SOURCE_KEYS: Final = ("source", "channel")
 # Legacy indexed GenAI content: gen_ai.prompt.N.content / gen_ai.completion.N.content
 LEGACY_PROMPT_PREFIX: Final = "gen_ai.prompt."
 LEGACY_COMPLETION_PREFIX: Final = "gen_ai.completion."

@@ -5,8 +5,8 @@ A ``generateText``/``streamText`` call with ``experimental_telemetry`` records a
 caller's prompt (``ai.prompt``), the final text and the usage *summed over all steps*; below it one
 provider-call span per step (``….doGenerate`` / ``….doStream``) with the messages sent
 (``ai.prompt.messages``), that step's text and usage; and ``ai.toolCall`` spans for executed tools.
-Every span names its kind in ``ai.operationId``. Session and user come from
-``ai.telemetry.metadata.*`` (aliases in ``semconv``).
+Every span names its kind in ``ai.operationId``. Session, user and channel come from
+``ai.telemetry.metadata.*`` (the keys are listed in ``semconv``).
 
 ``chat_attributes`` adds the conventional keys (``input.value``, ``output.value``, GenAI model,
 provider, operation and usage) next to the SDK's own, so turn detection, message extraction and
@@ -69,6 +69,7 @@ def _root(attributes: dict[str, Any]) -> dict[str, Any]:
         sc.INPUT_VALUE: user_message(attributes.get("ai.prompt")),
         sc.OUTPUT_VALUE: _response(attributes),
         **_model_and_provider(attributes),
+        **_conversation(attributes),
     }
 
 
@@ -78,6 +79,7 @@ def _provider_call(attributes: dict[str, Any]) -> dict[str, Any]:
         sc.OUTPUT_VALUE: _response(attributes),
         sc.GEN_AI_OPERATION_NAME: "chat",
         **_model_and_provider(attributes),
+        **_conversation(attributes),
     }
     response_model = attributes.get("ai.response.model")
     if isinstance(response_model, str) and response_model:
@@ -85,6 +87,22 @@ def _provider_call(attributes: dict[str, Any]) -> dict[str, Any]:
     derived[sc.GEN_AI_USAGE_INPUT_TOKENS] = _first(attributes, _INPUT_TOKENS)
     derived[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = _first(attributes, _OUTPUT_TOKENS)
     return derived
+
+
+def _conversation(attributes: dict[str, Any]) -> dict[str, Any]:
+    return {
+        sc.SESSION_ID: _metadata(attributes, sc.VERCEL_AI_SESSION_KEYS),
+        sc.USER_ID: _metadata(attributes, sc.VERCEL_AI_USER_KEYS),
+        sc.CHAT_SOURCE: _metadata(attributes, sc.VERCEL_AI_SOURCE_KEYS),
+    }
+
+
+def _metadata(attributes: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = attributes.get(sc.VERCEL_AI_METADATA_PREFIX + key)
+        if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
+            return str(value)
+    return None
 
 
 def _model_and_provider(attributes: dict[str, Any]) -> dict[str, Any]:

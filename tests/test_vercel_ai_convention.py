@@ -106,3 +106,25 @@ def test_tool_call_only_answer_has_no_reply_text() -> None:
     derived = vercel_ai.chat_attributes(root)
     assert derived["input.value"] == "Weather?" and "output.value" not in derived
     assert derived["gen_ai.provider.name"] == "openai" and "gen_ai.usage.input_tokens" not in derived
+
+
+def test_agent_spans_repeating_usage_are_not_counted_twice() -> None:
+    # AI SDK 7's OpenTelemetry integration (GenAI names): the invoke_agent root and agent_step spans
+    # carry the summed usage of the chat calls below them.
+    messages = json.dumps([{"role": "user", "parts": [{"type": "text", "content": "Refund?"}]}])
+    answer = json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": "Yes."}]}])
+    usage = {"gen_ai.usage.input_tokens": 9, "gen_ai.usage.output_tokens": 4,
+             "gen_ai.request.model": "gpt-4o", "gen_ai.provider.name": "openai"}
+    batch = _normalise(
+        ("invoke_agent support-chat", b"\x01" * 8, b"", {**usage, "gen_ai.operation.name": "invoke_agent",
+                                                          "gen_ai.input.messages": messages,
+                                                          "gen_ai.output.messages": answer}),
+        ("agent_step", b"\x02" * 8, b"\x01" * 8, {**usage, "gen_ai.operation.name": "agent_step"}),
+        ("chat gpt-4o", b"\x03" * 8, b"\x02" * 8, {**usage, "gen_ai.operation.name": "chat",
+                                                   "gen_ai.input.messages": messages}),
+    )
+    assert [(s.operation, s.input_tokens, s.output_tokens) for s in batch.spans] == [
+        ("invoke_agent", None, None), ("agent_step", None, None), ("chat", 9, 4)]
+    (turn,) = batch.turns
+    assert (turn.span_id, turn.user_message, turn.bot_response, turn.model) == ("01" * 8, "Refund?", "Yes.",
+                                                                                "gpt-4o")

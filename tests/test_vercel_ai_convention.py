@@ -12,11 +12,10 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from otel_chatbot.processor import vercel_ai
 from otel_chatbot.processor.decode import PROTOBUF, parse_traces
-from otel_chatbot.processor.model import NormalisedBatch
-from otel_chatbot.processor.normalise import normalise_traces
+from otel_chatbot.processor.normalise import normalise_traces, vercel_ai
 from otel_chatbot.processor.pricing import PriceTable
+from otel_chatbot.records import NormalisedBatch
 
 PRICES = PriceTable.load()
 T0 = 1_700_000_000_000_000_000

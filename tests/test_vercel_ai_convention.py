@@ -25,7 +25,7 @@ META = {"ai.telemetry.metadata.sessionId": "s-1", "ai.telemetry.metadata.userId"
         "ai.model.id": "gpt-4o", "ai.model.provider": "openai.chat"}
 
 
-def _normalise(*spans: tuple[str, bytes, bytes, dict[str, Any]]) -> NormalisedBatch:
+def _normalise(*spans: tuple[str, bytes, bytes, dict[str, Any]], redact: Any = None) -> NormalisedBatch:
     """(name, span id, parent id, attributes) spans of one trace, through the protobuf path."""
     request = ExportTraceServiceRequest()
     scope = request.resource_spans.add().scope_spans.add()
@@ -35,7 +35,7 @@ def _normalise(*spans: tuple[str, bytes, bytes, dict[str, Any]]) -> NormalisedBa
         for key, value in attributes.items():
             any_value = AnyValue(int_value=value) if isinstance(value, int) else AnyValue(string_value=value)
             span.attributes.append(KeyValue(key=key, value=any_value))
-    return normalise_traces(parse_traces(request.SerializeToString(), PROTOBUF), PRICES)
+    return normalise_traces(parse_traces(request.SerializeToString(), PROTOBUF), PRICES, redact)
 
 
 def test_ai_sdk_4_generate_text_counts_the_provider_call_only() -> None:
@@ -127,3 +127,31 @@ def test_agent_spans_repeating_usage_are_not_counted_twice() -> None:
     (turn,) = batch.turns
     assert (turn.span_id, turn.user_message, turn.bot_response, turn.model) == ("01" * 8, "Refund?", "Yes.",
                                                                                 "gpt-4o")
+
+
+def test_prompt_response_and_tool_attributes_are_redacted() -> None:
+    def redact(text: str) -> str:
+        return text.replace("ann@example.com", "[EMAIL]")
+
+    root = {**META, "ai.operationId": "ai.generateText",
+            "ai.prompt": json.dumps({"prompt": "Mail ann@example.com"}),
+            "ai.response.text": "Sent to ann@example.com"}
+    tool = {"ai.operationId": "ai.toolCall", "ai.toolCall.name": "send",
+            "ai.toolCall.args": json.dumps({"to": "ann@example.com"}),
+            "ai.toolCall.result": "ok ann@example.com"}
+    batch = _normalise(("ai.generateText", b"\x01" * 8, b"", root),
+                       ("ai.toolCall", b"\x02" * 8, b"\x01" * 8, tool), redact=redact)
+    assert all("ann@example.com" not in span.attributes_json for span in batch.spans)
+    (turn,) = batch.turns
+    assert (turn.user_message, turn.bot_response) == ("Mail [EMAIL]", "Sent to [EMAIL]")
+    assert batch.spans[1].operation == "execute_tool"
+
+
+def test_generate_object_reply_is_the_object_json() -> None:
+    root = {**META, "ai.operationId": "ai.generateObject", "ai.prompt": json.dumps({"prompt": "Order 7?"}),
+            "ai.response.object": json.dumps({"status": "shipped"})}
+    derived = vercel_ai.chat_attributes(root)
+    assert (derived["input.value"], derived["output.value"]) == ("Order 7?", '{"status": "shipped"}')
+    call = {**META, "ai.operationId": "ai.generateObject.doGenerate", "ai.usage.promptTokens": 5,
+            "ai.usage.completionTokens": 6}
+    assert vercel_ai.chat_attributes(call)["gen_ai.usage.output_tokens"] == 6

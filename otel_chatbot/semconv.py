@@ -86,8 +86,8 @@ TOTAL_TOKEN_ALIASES: Final = ("llm.token_count.total", "llm.usage.total_tokens",
 INPUT_MESSAGE_ALIASES: Final = (INPUT_VALUE, "gen_ai.input.messages", "gen_ai.prompt")
 OUTPUT_MESSAGE_ALIASES: Final = (OUTPUT_VALUE, "gen_ai.output.messages", "gen_ai.completion")
 # Vercel AI SDK: experimental_telemetry.metadata keys (JavaScript habit: camelCase). Read from the
-# SDK's chat spans only (processor/vercel_ai.py), not as plain aliases: an embedding call carrying
-# the same metadata is no chat turn.
+# SDK's chat spans only (processor/normalise/vercel_ai.py), not as plain aliases: an embedding
+# call carrying the same metadata is no chat turn.
 VERCEL_AI_METADATA_PREFIX: Final = "ai.telemetry.metadata."
 VERCEL_AI_SESSION_KEYS: Final = ("sessionId", "session_id", "conversationId", "conversation_id",
                                  "threadId", "thread_id", "chatId")

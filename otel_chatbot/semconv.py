@@ -85,6 +85,14 @@ OUTPUT_TOKEN_ALIASES: Final = (
 TOTAL_TOKEN_ALIASES: Final = ("llm.token_count.total", "llm.usage.total_tokens", "gen_ai.usage.total_tokens")
 INPUT_MESSAGE_ALIASES: Final = (INPUT_VALUE, "gen_ai.input.messages", "gen_ai.prompt")
 OUTPUT_MESSAGE_ALIASES: Final = (OUTPUT_VALUE, "gen_ai.output.messages", "gen_ai.completion")
+# Vercel AI SDK: experimental_telemetry.metadata keys (JavaScript habit: camelCase). Read from the
+# SDK's chat spans only (processor/normalise/vercel_ai.py), not as plain aliases: an embedding
+# call carrying the same metadata is no chat turn.
+VERCEL_AI_METADATA_PREFIX: Final = "ai.telemetry.metadata."
+VERCEL_AI_SESSION_KEYS: Final = ("sessionId", "session_id", "conversationId", "conversation_id",
+                                 "threadId", "thread_id", "chatId")
+VERCEL_AI_USER_KEYS: Final = ("userId", "user_id")
+VERCEL_AI_SOURCE_KEYS: Final = ("source", "channel")
 # Legacy indexed GenAI content: gen_ai.prompt.N.content / gen_ai.completion.N.content
 LEGACY_PROMPT_PREFIX: Final = "gen_ai.prompt."
 LEGACY_COMPLETION_PREFIX: Final = "gen_ai.completion."
@@ -102,6 +110,8 @@ MESSAGE_ATTRIBUTES: Final = (
     "gen_ai.system_instructions",
     CHAT_FEEDBACK_COMMENT, "llm.invocation_parameters", "traceloop.entity.input", "traceloop.entity.output",
     "gen_ai.prompt", "gen_ai.completion", "ai.prompt", "ai.prompt.messages", "ai.response.text",
+    # Vercel AI SDK, besides the above
+    "ai.response.object", "ai.response.toolCalls", "ai.toolCall.args", "ai.toolCall.result",
 )
 MESSAGE_ATTRIBUTE_PREFIXES: Final = (
     LEGACY_PROMPT_PREFIX,

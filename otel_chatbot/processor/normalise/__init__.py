@@ -2,7 +2,8 @@
 
 By concern: ``spans`` (span rows, the hot path), ``llm`` (model/provider/tokens/cost columns),
 ``turns`` (turns and feedback), ``logs`` (feedback from log records), ``text`` (message text),
-``plan`` (what an attribute key set means, shared helpers).
+``plan`` (what an attribute key set means, shared helpers), ``vercel_ai`` (the Vercel AI SDK's ``ai.*``
+attributes read as the conventions above).
 """
 
 from otel_chatbot.processor.normalise.logs import normalise_logs

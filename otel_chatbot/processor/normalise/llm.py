@@ -16,6 +16,9 @@ _OPERATION_BY_KIND: Final = {
     "TOOL": "execute_tool",
     "AGENT": "invoke_agent",
 }
+# Agent and workflow spans repeat the summed usage of the LLM calls below them (GenAI invoke_agent,
+# the Vercel AI SDK 7 root and steps): their tokens would be counted twice, so they count none.
+_AGGREGATE_OPERATIONS: Final = frozenset({"invoke_agent", "invoke_workflow", "agent_step"})
 _OPERATION_BY_REQUEST_TYPE: Final = {
     "chat": "chat",
     "completion": "text_completion",
@@ -51,7 +54,7 @@ def fill_llm_columns(row: SpanRow, attributes: dict[str, Any], prices: PriceTabl
     row.model = model
     row.provider = provider if provider is not None else (prices.provider(model) if model else None)
     row.operation = operation
-    if not plan.tokens:
+    if not plan.tokens or operation in _AGGREGATE_OPERATIONS:
         return
     input_tokens = output_tokens = None
     for key in plan.input_keys:

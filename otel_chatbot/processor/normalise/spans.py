@@ -16,6 +16,7 @@ import orjson
 from otel_chatbot import semconv as sc
 from otel_chatbot.processor import decode
 from otel_chatbot.processor.decode import DecodeError, TracesRequest
+from otel_chatbot.processor.normalise import vercel_ai
 from otel_chatbot.processor.normalise.llm import fill_llm_columns
 from otel_chatbot.processor.normalise.plan import PLANS, ChatSpan, Redact, clean_text, new_plan
 from otel_chatbot.processor.normalise.turns import add_turns_and_feedback
@@ -72,6 +73,8 @@ def normalise_traces(
                 attributes_json = dumps(attributes).decode()
                 if "\\u0000" in attributes_json:
                     attributes_json = _strip_nuljson_text(attributes_json)
+                if vercel_ai.OPERATION_ID in attributes:  # stored as received, read as GenAI/OpenInference
+                    attributes = vercel_ai.chat_attributes(attributes)
                 name = span.name
                 if "\x00" in name or "\x00" in message:
                     name, message = name.replace("\x00", "\ufffd"), message.replace("\x00", "\ufffd")

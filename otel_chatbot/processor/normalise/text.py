@@ -39,26 +39,29 @@ _OUTPUT_TEXT_KEYS: Final = (
 )
 
 
-def user_message_of(attributes: dict[str, Any]) -> str | None:
-    """The end user's text in a span's attributes, from whichever convention carries it."""
+def user_message_of(attributes: dict[str, Any], raw: bool = True) -> str | None:
+    """The end user's text in a span's attributes, from whichever convention carries it.
+
+    ``raw``: a JSON value with no recognisable text counts as text itself.
+    """
     return _message_of(attributes, sc.INPUT_MESSAGE_ALIASES, _user_text_in, sc.LEGACY_PROMPT_PREFIX,
-                       sc.OPENINFERENCE_INPUT_MESSAGES_PREFIX, user=True)
+                       sc.OPENINFERENCE_INPUT_MESSAGES_PREFIX, user=True, raw=raw)
 
 
-def bot_response_of(attributes: dict[str, Any]) -> str | None:
-    """The bot's answer in a span's attributes, from whichever convention carries it."""
+def bot_response_of(attributes: dict[str, Any], raw: bool = True) -> str | None:
+    """The bot's answer in a span's attributes, from whichever convention carries it (``raw``: as above)."""
     return _message_of(attributes, sc.OUTPUT_MESSAGE_ALIASES, _bot_text_in, sc.LEGACY_COMPLETION_PREFIX,
-                       sc.OPENINFERENCE_OUTPUT_MESSAGES_PREFIX, user=False)
+                       sc.OPENINFERENCE_OUTPUT_MESSAGES_PREFIX, user=False, raw=raw)
 
 
 def _message_of(attributes: dict[str, Any], aliases: tuple[str, ...], text_in: TextIn,
-                legacy_prefix: str, openinference_prefix: str, *, user: bool) -> str | None:
+                legacy_prefix: str, openinference_prefix: str, *, user: bool, raw: bool) -> str | None:
     """First text found: whole-message attributes (aliases), then legacy GenAI indexed messages,
     then OpenInference flattened messages."""
     for key in aliases:
         value = attributes.get(key)
         if value is not None and value != "":
-            text = _text_of(value, text_in)
+            text = _text_of(value, text_in, raw)
             if text:
                 return text
     return _indexed_text(attributes, legacy_prefix, ".content", ".role", user=user) or _indexed_text(
@@ -76,14 +79,14 @@ def _parse_json_text(value: Any) -> Any:
     return value
 
 
-def _text_of(value: Any, text_in: TextIn) -> str | None:
+def _text_of(value: Any, text_in: TextIn, raw: bool = True) -> str | None:
     """An attribute's text: plain text as is; JSON (or a structured value) searched with ``text_in``,
-    falling back to the raw text when the search finds nothing."""
+    falling back to the raw text (if ``raw``) when the search finds nothing."""
     parsed = _parse_json_text(value)
     if parsed is value and isinstance(value, str):
         return value
     text = text_in(parsed, 0)
-    return text if text is not None else (value if isinstance(value, str) else None)
+    return text if text is not None else (value if raw and isinstance(value, str) else None)
 
 
 def _user_text_in(obj: Any, depth: int) -> str | None:
@@ -103,7 +106,16 @@ def _user_text_in(obj: Any, depth: int) -> str | None:
                 text = _user_text_in(obj[key], depth + 1)
                 if text is not None:
                     return text
-        return _single_text_value(obj)
+        text = _single_text_value(obj)
+        if text is not None:
+            return text
+        # Inputs keyed by the app's own names: Haystack's {"data": {"<component>": {"question": …}}},
+        # LlamaIndex's {"kwargs": {…}}.
+        for value in obj.values():
+            if isinstance(value, dict):
+                text = _user_text_in(value, depth + 1)
+                if text is not None:
+                    return text
     return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 from otel_chatbot import semconv as sc
@@ -109,18 +110,9 @@ def _turn(
 
     ``members`` and ``context`` are in start order.
     """
-    user_message = user_message_of(attributes)
-    if user_message is None:  # the earliest member that has one: the chain's input, not a sub-call's
-        for member in members:
-            user_message = user_message_of(member[1])
-            if user_message is not None:
-                break
-    bot_response = bot_response_of(attributes)
-    if bot_response is None:  # the last member to finish: the final answer
-        for member in sorted(members, key=_end_of, reverse=True):
-            bot_response = bot_response_of(member[1])
-            if bot_response is not None:
-                break
+    # The earliest member's input (the chain's, not a sub-call's); the last member to finish's answer.
+    user_message = _turn_text(user_message_of, attributes, members)
+    bot_response = _turn_text(bot_response_of, attributes, sorted(members, key=_end_of, reverse=True))
     fallback = hallucinated = injection = blocked = rate_limited = False
     fallback_reason = hallucination_source = None
     for member_row, attrs, plan in members:
@@ -168,6 +160,26 @@ def _turn(
 
 def _start_of(item: ChatSpan) -> int:
     return item[0].start_ns
+
+
+def _turn_text(text_of: Callable[[dict[str, Any], bool], str | None], own: dict[str, Any],
+               members: list[ChatSpan]) -> str | None:
+    """The turn span's text, else the first member's; recognised text anywhere before raw JSON.
+
+    Frameworks whose top span holds a JSON of their own shape (Haystack's pipeline output holds
+    reprs of its message objects) keep the plain text on the LLM span below: that wins over the raw
+    JSON, which is kept only when no span has better.
+    """
+    for raw in (False, True):
+        text = text_of(own, raw)
+        if text is not None:
+            return text
+        for member in members:
+            if member[1] is not own:
+                text = text_of(member[1], raw)
+                if text is not None:
+                    return text
+    return None
 
 
 def _end_of(item: ChatSpan) -> int:

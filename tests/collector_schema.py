@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from tools import ROOT
 
 FIXTURE_DIR = ROOT / "tests" / "testdata" / "collector"
@@ -55,7 +54,8 @@ def check_value(value: Any, schema: Any, defs: dict[str, Any], path: str) -> lis
     if "$list" in schema:
         if not isinstance(value, list):
             return [f"{path}: expected a list, got {type(value).__name__}"]
-        return [p for i, item in enumerate(value) for p in check_value(item, schema["$list"], defs, f"{path}[{i}]")]
+        return [p for i, item in enumerate(value)
+                for p in check_value(item, schema["$list"], defs, f"{path}[{i}]")]
     if "$map" in schema:
         if not isinstance(value, dict):
             return [f"{path}: expected a mapping, got {type(value).__name__}"]

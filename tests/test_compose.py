@@ -172,6 +172,16 @@ def test_processors_listen_on_all_interfaces_at_ports_others_use(name: str, mode
     assert services[name]["healthcheck"]["test"] == ["CMD", *healthcheck_command()]
 
 
+def test_only_servers_keep_the_images_readyz_healthcheck(model: dict[str, Any]) -> None:
+    """The image's HEALTHCHECK asks /readyz; a container of it that serves nothing would turn unhealthy
+    and fail `docker compose up --wait`."""
+    services = _services(model)
+    for name in ("migrate", "demo"):
+        assert services[name]["healthcheck"] == {"disable": True}, name
+    for name in PROCESSOR_SERVICES:
+        assert services[name]["command"] == ["serve"] and "healthcheck" in services[name], name
+
+
 def test_migrate_runs_the_real_command_once(model: dict[str, Any]) -> None:
     migrate = _services(model)["migrate"]
     assert migrate["command"] == ["migrate"] and migrate["restart"] == "no"

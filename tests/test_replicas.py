@@ -258,3 +258,37 @@ def _metric_sum(replicas: list[Replica], name: str, **labels: str) -> float:
                 if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                     total += sample.value
     return total
+
+
+def _request(spans: list[Span]) -> bytes:
+    return ExportTraceServiceRequest(resource_spans=[ResourceSpans(
+        resource={"attributes": [_kv("service.name", "support-bot")]},
+        scope_spans=[ScopeSpans(spans=spans)])]).SerializeToString()
+
+
+def test_children_committed_on_one_replica_before_their_root_on_another(
+        replicas: list[Replica], database_url: str) -> None:
+    """The hard order for auto-detected turns: each trace's LLM children are committed first (on
+    replicas 0 and 1: each child is a turn candidate then), its CHAIN root later on replica 2. The root
+    must take the turn over — one turn per trace, the root's identity and messages, the trace's tokens —
+    and the replicas' metrics must count each turn once, not once per candidate."""
+    rng = random.Random(3)
+    cases = [c for c in build_traces(rng) if not c.sdk]
+    sender = RetryingSender(replicas)
+    try:
+        for k in (1, 2):  # first child of every trace on replica 0, second on replica 1
+            sender.send_http(k - 1, _request([c.spans[k] for c in cases]))
+        assert fetch(database_url, "SELECT count(*) FROM chat_turns") == [(len(cases),)]
+        sender.send_grpc(2, _request([c.spans[0] for c in cases]))
+    finally:
+        sender.close()
+
+    turns = {row[0]: row[1:] for row in fetch(database_url, """
+        SELECT trace_id, span_id, user_message, input_tokens, output_tokens FROM chat_turns""")}
+    assert len(turns) == len(cases)
+    for case in cases:
+        i = int(case.spans[0].attributes[1].value.string_value.split()[-1])  # "question N"
+        assert turns[case.trace_id.hex()] == (case.spans[0].span_id.hex(), f"question {i}",
+                                              case.input_tokens, case.output_tokens)
+    assert _metric_sum(replicas, "chatbot_turns_total") == len(cases)
+    assert _metric_sum(replicas, "chatbot_tokens_total", type="input") == sum(c.input_tokens for c in cases)

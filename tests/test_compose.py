@@ -198,6 +198,15 @@ def test_demo_sends_through_the_collector(model: dict[str, Any]) -> None:
     assert gateway["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == "0.0.0.0:4318"
 
 
+def test_services_without_auth_publish_on_loopback_only(model: dict[str, Any]) -> None:
+    services = _services(model)
+    for name in ("prometheus", "alertmanager"):
+        assert {p.get("host_ip") for p in services[name]["ports"]} == {"127.0.0.1"}, name
+    # Grafana (login), the processor API (bearer token) and the Collector's OTLP intake are for other hosts.
+    for name in ("grafana", "processor", "otel-collector"):
+        assert {p.get("host_ip") for p in services[name]["ports"]} == {None}, name
+
+
 def test_dockerfile_exposes_the_ports_compose_uses(model: dict[str, Any]) -> None:
     exposed = re.search(r"^EXPOSE (.+)$", (ROOT / "Dockerfile").read_text(), re.M)
     assert exposed is not None

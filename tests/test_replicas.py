@@ -2,9 +2,10 @@
 
 Three real `otel-chatbot serve` processes (each its own interpreter, sockets, writer and connection)
 receive the same traces concurrently: every trace's spans are spread over all three replicas (the turn
-span on one, each LLM child on another), and every request is sent twice, the original over OTLP/HTTP
-and at the same time a copy over OTLP/gRPC to another replica (a Collector retry after a timeout, or a
-batch re-routed when the hash ring moved). The senders retry 429/503 and gRPC UNAVAILABLE /
+span on one, each LLM child on another), and every span is sent twice: in the original requests over
+OTLP/HTTP and at the same time in copies over OTLP/gRPC to another replica, cut differently so each copy
+overlaps two originals (a Collector retry after a timeout, or data re-batched and re-routed when the
+hash ring moved). The senders retry 429/503 and gRPC UNAVAILABLE /
 RESOURCE_EXHAUSTED, as the Collector does. Then, in the one real Postgres: every span once, every turn
 once with its trace's token sums, usage counted once per LLM span, sessions once; and the replicas'
 metrics summed count every turn and token once.
@@ -12,6 +13,7 @@ metrics summed count every turn and token once.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import subprocess
@@ -96,9 +98,11 @@ def build_traces(rng: random.Random) -> list[TraceCase]:
     return cases
 
 
-def requests_per_replica(cases: list[TraceCase], rng: random.Random) -> list[tuple[int, bytes]]:
+def requests_per_replica(cases: list[TraceCase], rng: random.Random,
+                         offset: int = 0) -> list[tuple[int, bytes]]:
     """(replica, body) pairs: span k of trace i goes to replica (i + k) % REPLICAS, so every trace is
-    split over all replicas; each replica's spans are shuffled and cut into requests."""
+    split over all replicas; each replica's spans are shuffled (the same way for the same seed) and
+    cut into requests, the first one ``offset`` spans short (another cut overlaps two requests)."""
     per_replica: list[list[Span]] = [[] for _ in range(REPLICAS)]
     for i, case in enumerate(cases):
         for k, span in enumerate(case.spans):
@@ -106,10 +110,11 @@ def requests_per_replica(cases: list[TraceCase], rng: random.Random) -> list[tup
     out: list[tuple[int, bytes]] = []
     for replica, spans in enumerate(per_replica):
         rng.shuffle(spans)
-        for at in range(0, len(spans), SPANS_PER_REQUEST):
+        cuts = [0, *range(offset or SPANS_PER_REQUEST, len(spans), SPANS_PER_REQUEST), len(spans)]
+        for start, end in itertools.pairwise(cuts):
             request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(
                 resource={"attributes": [_kv("service.name", "support-bot")]},
-                scope_spans=[ScopeSpans(spans=spans[at:at + SPANS_PER_REQUEST])])])
+                scope_spans=[ScopeSpans(spans=spans[start:end])])])
             out.append((replica, request.SerializeToString()))
     return out
 
@@ -198,12 +203,14 @@ def replicas(database_url: str) -> Iterator[list[Replica]]:
 def test_replicas_write_each_span_and_turn_once(replicas: list[Replica], database_url: str) -> None:
     rng = random.Random(7)
     cases = build_traces(rng)
-    requests = requests_per_replica(cases, rng)
+    requests = requests_per_replica(cases, random.Random(1))
+    # The same spans cut differently: each copy overlaps two originals (partly new, partly stored).
+    copies = requests_per_replica(cases, random.Random(1), offset=SPANS_PER_REQUEST // 2)
     sender = RetryingSender(replicas)
-    # Every request twice: the original over HTTP and, at the same time, a copy over gRPC to the next
+    # Every span twice: the original over HTTP and, at the same time, a copy over gRPC to the next
     # replica.
     sends = [(sender.send_http, r, body) for r, body in requests]
-    sends += [(sender.send_grpc, (r + 1) % REPLICAS, body) for r, body in requests]
+    sends += [(sender.send_grpc, (r + 1) % REPLICAS, body) for r, body in copies]
     rng.shuffle(sends)
     try:
         with ThreadPoolExecutor(SENDERS) as pool:

@@ -123,13 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start the processor (embedded Postgres unless a URL is given) and a simulated support "
                     "chatbot built with the SDK and LangChain fake models: no API key, no network. "
                     "Prints a summary, then keeps serving until Ctrl-C (unless --once).",
-        epilog="examples:\n  otel-chatbot demo\n  otel-chatbot demo --duration 10 --rate 20 --once\n")
+        epilog="examples:\n  otel-chatbot demo\n  otel-chatbot demo --duration 10 --rate 20 --once\n"
+               "  otel-chatbot demo --send-to http://otel-collector:4318 --duration 3600 --rate 2\n")
     _add_settings(demo)
     demo.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                       help="how long to generate traffic (default 20)")
     demo.add_argument("--rate", type=float, default=5.0, metavar="TURNS_PER_S",
                       help="turns per second (default 5)")
     demo.add_argument("--once", action="store_true", help="exit after the summary instead of serving")
+    demo.add_argument("--send-to", metavar="URL", default=None,
+                      help="send the traffic to this OTLP/HTTP base URL (a Collector or a running processor, "
+                           "with --auth-token if it needs one) instead of starting a processor")
 
     stats = commands.add_parser(
         "stats", help="print a summary of the stored chat data", formatter_class=formatter,
@@ -238,8 +242,13 @@ def _demo(config: ProcessorConfig, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, interrupt)
     try:
+        if args.send_to is not None:
+            from otel_chatbot.demo import send_demo_traffic
+
+            return send_demo_traffic(args.send_to, duration=args.duration, rate=args.rate,
+                                     auth_token=config.auth_token)
         return run_demo(config, duration=args.duration, rate=args.rate, once=args.once)
-    except ValueError as exc:  # bad --duration / --rate
+    except ValueError as exc:  # bad --duration / --rate / --send-to
         raise ConfigError(str(exc)) from None
 
 

@@ -7,16 +7,20 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
 from otel_chatbot.demo.simulator import SimStats, Simulator
-from otel_chatbot.sdk.tracing import force_flush, instrument
+from otel_chatbot.sdk.tracing import _build_exporter, force_flush, instrument
 from otel_chatbot.sdk.tracing import shutdown as sdk_shutdown
 
 if TYPE_CHECKING:
     from otel_chatbot.processor.config import ProcessorConfig
 
-__all__ = ["DEFAULT_DURATION", "run_demo"]
+__all__ = ["DEFAULT_DURATION", "run_demo", "send_demo_traffic"]
 
 DEFAULT_DURATION = 20.0
 DEMO_SERVICE = "support-bot-demo"
@@ -111,3 +115,57 @@ def run_demo(config: ProcessorConfig, *, duration: float | None, rate: float, on
         sdk_shutdown()
         processor.shutdown()
         out.flush()
+
+
+def send_demo_traffic(endpoint: str, *, duration: float | None, rate: float, auth_token: str | None = None,
+                      out: TextIO = sys.stdout, seed: int | None = None) -> int:
+    """Send the simulated chatbot's spans to ``endpoint`` (an OTLP/HTTP base URL: a Collector or a
+    processor that is already running) instead of starting a processor; no summary (the data is
+    elsewhere). Returns 0, or 1 when spans could not be delivered, 130 when interrupted."""
+    seconds = DEFAULT_DURATION if duration is None else duration
+    if seconds <= 0:
+        raise ValueError(f"duration must be > 0 seconds, got {duration}")
+    if not endpoint.startswith(("http://", "https://")):
+        raise ValueError(f"send-to: expected an http:// or https:// OTLP/HTTP base URL, got {endpoint!r}")
+    simulator = Simulator(rate, seed=seed)  # validates rate
+    warnings.filterwarnings("ignore", message=r"Calling \.text\(\) as a method is deprecated")
+    headers = {"authorization": f"Bearer {auth_token}"} if auth_token else None
+    exporter = _DeliveryCounter(_build_exporter(endpoint.rstrip("/"), "http", headers))
+    instrument(DEMO_SERVICE, exporter=exporter, instrument_libraries=["langchain"], set_global=False)
+    try:
+        out.write(f"simulating a support chatbot: {rate:g} turns/s for {seconds:g} s "
+                  f"(OTLP/HTTP → {endpoint})\n")
+        progress = _Progress(out)
+        try:
+            stats = asyncio.run(simulator.run(seconds, on_tick=progress))
+        except KeyboardInterrupt:
+            out.write("\ninterrupted; stopping\n")
+            return 130
+        progress.finish(stats)
+        if not force_flush(30_000) or exporter.failed:
+            out.write(f"error: some spans could not be delivered to {endpoint}\n")
+            return 1
+        return 0
+    finally:
+        sdk_shutdown()
+        out.flush()
+
+
+class _DeliveryCounter(SpanExporter):
+    """Delegates to the OTLP exporter and remembers whether any export failed (flush alone can't tell)."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self._inner = inner
+        self.failed = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self._inner.export(spans)
+        if result is not SpanExportResult.SUCCESS:
+            self.failed += len(spans)
+        return result
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._inner.force_flush(timeout_millis)

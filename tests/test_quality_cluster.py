@@ -37,7 +37,7 @@ def test_parse_time(text: str, expected: datetime) -> None:
 
 @pytest.mark.parametrize("text", ["yesterday", "7 days", "-3d", "2026-02-30", ""])
 def test_parse_time_rejects(text: str) -> None:
-    with pytest.raises(WindowError, match=r"^--since: expected an ISO 8601"):
+    with pytest.raises(WindowError, match=r"^--since: expected a duration like 7d or 24h, or an ISO "):
         parse_time("--since", text, NOW)
 
 

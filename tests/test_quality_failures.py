@@ -206,8 +206,8 @@ def test_cli_empty_window_says_so_and_stores_nothing(database_url: str, capsys: 
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--format", "html"], "--format: expected one of table, json, markdown, got 'html'"),
-    (["--since", "last tuesday"], "--since: expected an ISO 8601 date/time"),
-    (["--until", "2026-13-45"], "--until: expected an ISO 8601 date/time"),
+    (["--since", "last tuesday"], "--since: expected a duration like 7d or 24h, or an ISO timestamp"),
+    (["--until", "2026-13-45"], "--until: expected a duration like 7d or 24h, or an ISO timestamp"),
     (["--since", "2026-11-02", "--until", "2026-11-01"], "is not before --until"),
     (["--embedder", "bert"], "--embedder: expected one of wordllama, tfidf, endpoint, got 'bert'"),
     (["--embedder", "endpoint"], "--embeddings-base-url: required with --embedder endpoint"),

@@ -1,21 +1,19 @@
 """Which turns a quality command looks at: a time window plus service and source filters.
 
-``--since``/``--until`` take an ISO 8601 date or time (a time without an offset is UTC) or a span back
-from now (``30m``, ``24h``, ``7d``, ``2w``). Pure parsing, so bad input is found before any database
-is opened.
+``--since``/``--until`` take what ``evaluate`` takes (quality/selection.py): an ISO 8601 date or time
+(UTC without an offset) or a span back from now (``30m``, ``24h``, ``7d``, ``2w``). Pure parsing, so
+bad input is found before any database is opened.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import sql
 
-_AGO_RE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
-_AGO_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+from otel_chatbot.quality.selection import parse_when
 
 
 class WindowError(ValueError):
@@ -23,19 +21,11 @@ class WindowError(ValueError):
 
 
 def parse_time(option: str, text: str, now: datetime) -> datetime:
-    """``text`` as an aware UTC datetime: ISO 8601, or ``N[m|h|d|w]`` meaning that long before ``now``."""
-    match = _AGO_RE.match(text)
-    if match is not None:
-        return now - timedelta(**{_AGO_UNITS[match[2]]: int(match[1])})
+    """``text`` as an aware UTC datetime: ISO 8601, or a duration (``24h``) that long before ``now``."""
     try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise WindowError(
-            f"{option}: expected an ISO 8601 date/time (2026-11-01, 2026-11-01T08:00Z) or a span back "
-            f"from now (30m, 24h, 7d, 2w), got {text!r}") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+        return parse_when(text, now).astimezone(UTC)
+    except ValueError as exc:
+        raise WindowError(f"{option}: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep this many days (>= 1)")
 
     evaluate_cli.add_parser(commands, _add_database)
+    from otel_chatbot.quality import commands as quality_commands
+
+    quality_commands.add_parsers(commands, formatter, _add_database)
     return parser
 
 
@@ -233,6 +236,18 @@ def _purge(config: ProcessorConfig, days: int) -> int:
     return 0
 
 
+def _quality(config: ProcessorConfig, args: argparse.Namespace) -> int:
+    """failures / export: options are checked before a database is opened."""
+    from otel_chatbot.quality.commands import prepare
+
+    try:
+        run = prepare(args)
+    except ValueError as exc:  # a bad option, named in the message
+        raise ConfigError(str(exc)) from None
+    with _database_url(config) as url:
+        return run(url)
+
+
 def _demo(config: ProcessorConfig, args: argparse.Namespace) -> int:
     from otel_chatbot.demo import run_demo
 
@@ -267,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _purge(config, args.older_than)
         if args.command == "evaluate":
             return evaluate_cli.run(args, config, _database_url)
+        if args.command in ("failures", "export"):
+            return _quality(config, args)
         return _demo(config, args)
     except ConfigError as exc:
         print(f"{_PROG}: error: {exc}", file=sys.stderr)

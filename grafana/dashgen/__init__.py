@@ -1,0 +1,1 @@
+"""Grafana dashboards and alert rules of otel-chatbot, as code (see grafana/build.py)."""

@@ -20,14 +20,14 @@ SEL = '{service=~"$service",source=~"$source"}'
 SVC = '{service=~"$service"}'
 RATE = "[$__rate_interval]"
 
-# The variables are Prometheus ones (single value or All = ".*"); Grafana quotes them for SQL.
+# The variables are Prometheus ones: a single label value or All (".*"), inserted raw as a regex.
 RECENT_ATTEMPTS = """
 SELECT t.started_at AS "time", COALESCE(t.source, 'unknown') AS channel, t.service,
        CASE WHEN t.blocked THEN 'blocked' ELSE 'answered' END AS outcome,
        left(t.user_message, 200) AS "user message"
 FROM chat_turns t
 WHERE $__timeFilter(t.started_at) AND t.prompt_injection
-  AND t.service ~ ('^(' || $service || ')$') AND COALESCE(t.source, 'unknown') ~ ('^(' || $source || ')$')
+  AND t.service ~ '^(${service:raw})$' AND COALESCE(t.source, 'unknown') ~ '^(${source:raw})$'
 ORDER BY t.started_at DESC
 LIMIT 100
 """

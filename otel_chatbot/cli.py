@@ -57,6 +57,13 @@ _DATABASE_SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("database_url", "URL", "Postgres URL; unset: an embedded Postgres under --data-dir"),
     ("data_dir", "DIR", "where the embedded Postgres keeps its data (default ~/.local/share/otel-chatbot)"),
 )
+# Only for the long-running commands (serve, demo): a Grafana of the user's own reads the database.
+_GRAFANA_SETTINGS: tuple[tuple[str, str, str], ...] = (
+    ("db_listen", "HOST:PORT", "the embedded Postgres also listens on this TCP address for Grafana "
+                               "(e.g. 127.0.0.1:5433; TCP logins need a password; default: socket only)"),
+    ("reader_password", "PASSWORD", "let the read-only role otel_chatbot_reader log in with this "
+                                    "password (better: OTEL_CHATBOT_READER_PASSWORD)"),
+)
 _BOOL_SETTINGS: tuple[tuple[str, str], ...] = (
     ("redact", "redact PII in message attributes on the processor too (default off: the SDK redacts)"),
     ("redact_ner", "with --redact: add model-found names and places (pip install 'otel-chatbot[ner]')"),
@@ -68,6 +75,7 @@ examples:
   otel-chatbot serve                                  # embedded Postgres, 127.0.0.1 ports
   otel-chatbot serve --database-url postgresql://otel@db/otel --otlp-http 0.0.0.0:4318
   OTEL_CHATBOT_AUTH_TOKEN=s3cret otel-chatbot serve --config /etc/otel-chatbot.yaml
+  OTEL_CHATBOT_READER_PASSWORD=… otel-chatbot serve --db-listen 127.0.0.1:5433   # for your own Grafana
 
 every flag is also an environment variable (--queue-max-spans → OTEL_CHATBOT_QUEUE_MAX_SPANS) and a
 config-file key (YAML, TOML or JSON: queue_max_spans: 50000); flag > environment > file > default.
@@ -86,7 +94,7 @@ def _add_database(parser: argparse.ArgumentParser) -> None:
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
     _add_database(parser)
-    for name, metavar, text in _SETTINGS:
+    for name, metavar, text in _SETTINGS + _GRAFANA_SETTINGS:
         _add_setting(parser, name, metavar, text)
     for name, text in _BOOL_SETTINGS:
         parser.add_argument("--" + name.replace("_", "-"), dest=name, action=argparse.BooleanOptionalAction,
@@ -159,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> ProcessorConfig:
-    names = [n for n, _, _ in _DATABASE_SETTINGS + _SETTINGS] + [n for n, _ in _BOOL_SETTINGS]
+    settings = _DATABASE_SETTINGS + _SETTINGS + _GRAFANA_SETTINGS
+    names = [n for n, _, _ in settings] + [n for n, _ in _BOOL_SETTINGS]
     flags = {name: getattr(args, name) for name in names if hasattr(args, name)}
     return load_config(flags, os.environ, args.config)
 
@@ -173,7 +182,7 @@ def _setup_logging(level: str) -> None:
 
 
 def _serve(config: ProcessorConfig) -> int:
-    from otel_chatbot.processor.app import Processor, run_until_signal
+    from otel_chatbot.processor.app import Processor, grafana_hint, run_until_signal
 
     processor = Processor(config)
     try:
@@ -185,6 +194,9 @@ def _serve(config: ProcessorConfig) -> int:
                                                    processor.metrics_address))
     print(f"otel-chatbot serving: OTLP/HTTP http://{http}  OTLP/gRPC {grpc}  metrics http://{metrics}/metrics",
           file=sys.stderr, flush=True)
+    hint = grafana_hint(config)
+    if hint is not None:
+        print(hint, file=sys.stderr, flush=True)
     return run_until_signal(processor)
 
 

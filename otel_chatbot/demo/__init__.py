@@ -71,7 +71,7 @@ def run_demo(config: ProcessorConfig, *, duration: float | None, rate: float, on
     # The OpenInference LangChain tracer trips a LangChain deprecation warning on every LLM span.
     warnings.filterwarnings("ignore", message=r"Calling \.text\(\) as a method is deprecated")
 
-    from otel_chatbot.processor.app import Processor
+    from otel_chatbot.processor.app import Processor, grafana_hint
 
     processor = Processor(config)
     stop = threading.Event()
@@ -101,6 +101,9 @@ def run_demo(config: ProcessorConfig, *, duration: float | None, rate: float, on
         out.write(f"OTLP/HTTP:          http://{http_host}:{http_port}/v1/traces\n")
         grpc_host, grpc_port = processor.grpc_address
         out.write(f"OTLP/gRPC:          {grpc_host}:{grpc_port}\n")
+        hint = grafana_hint(config)
+        if hint is not None:
+            out.write(hint + "\n")
         if once:
             return 0
         out.write("\nstill serving: point your own app or Grafana at the addresses above; Ctrl-C to stop.\n")

@@ -30,6 +30,7 @@ from otel_chatbot.store.api_pool import ApiPool
 from otel_chatbot.store.embedded import EmbeddedPostgres
 from otel_chatbot.store.migrate import LATEST_VERSION, migrate
 from otel_chatbot.store.pending_feedback import PendingFeedbackSweeper
+from otel_chatbot.store.reader import READER_ROLE, ReaderRoleError, enable_reader_login
 from otel_chatbot.store.writer import BatchWriter
 
 _log = logging.getLogger(__name__)
@@ -42,8 +43,21 @@ def open_database(config: ProcessorConfig) -> tuple[str, EmbeddedPostgres | None
     the caller can shut it down; it only stops a server it started itself)."""
     if config.database_url is not None:
         return config.database_url, None
-    embedded = EmbeddedPostgres(Path(config.data_dir) / "postgres")
+    listen = split_address("db_listen", config.db_listen) if config.db_listen else None
+    embedded = EmbeddedPostgres(Path(config.data_dir) / "postgres", listen=listen)
     return embedded.start(), embedded
+
+
+def grafana_hint(config: ProcessorConfig) -> str | None:
+    """What to enter in a Grafana Postgres datasource to read the embedded database, when it listens
+    on TCP (``db_listen``); None otherwise."""
+    if config.db_listen is None or config.database_url is not None:
+        return None
+    host, port = split_address("db_listen", config.db_listen)
+    password = ("the --reader-password you set" if config.reader_password else
+                "none yet: set --reader-password or OTEL_CHATBOT_READER_PASSWORD to let it log in")
+    return (f"Grafana Postgres datasource: host {host}:{port}  database postgres  user {READER_ROLE}  "
+            f"password: {password}  TLS/SSL mode: disable")
 
 
 class Processor:
@@ -115,6 +129,11 @@ class Processor:
             applied = migrate(self._url)
             if applied:
                 _log.info("applied migrations %s", applied)
+        if config.reader_password is not None:
+            try:
+                enable_reader_login(self._url, config.reader_password)
+            except ReaderRoleError as exc:
+                raise ConfigError(f"reader_password: {exc}") from None
         auth = BearerAuth(config.auth_token)
         redact = _redactor(config) if config.redact else None
         writers = [BatchWriter(self._url, pending_feedback_max=config.pending_feedback_max)

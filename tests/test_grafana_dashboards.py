@@ -172,6 +172,21 @@ def test_datasources_provisioning() -> None:
             assert types[panel["datasource"]["uid"]] == panel["datasource"]["type"]
 
 
+def test_laptop_provisioning_matches_the_stack_and_the_printed_settings() -> None:
+    stack = {d["uid"]: d for d in _yaml(PROVISIONING / "datasources" / "datasources.yml")["datasources"]}
+    laptop_file = GRAFANA / "laptop" / "datasources" / "datasources.yml"
+    laptop = {d["uid"]: d for d in _yaml(laptop_file)["datasources"]}
+    assert {uid: d["type"] for uid, d in laptop.items()} == {uid: d["type"] for uid, d in stack.items()}
+    postgres = laptop["postgres"]
+    assert postgres["url"] == "127.0.0.1:5433" and postgres["jsonData"]["database"] == "postgres"
+    assert postgres["user"] == "otel_chatbot_reader"
+    assert postgres["secureJsonData"]["password"] == "${OTEL_CHATBOT_READER_PASSWORD}"
+    provider = _yaml(GRAFANA / "laptop" / "dashboards" / "otel-chatbot.yml")["providers"][0]
+    assert provider["options"]["path"] == "${OTEL_CHATBOT_GRAFANA_DIR}/dashboards"
+    readme = (ROOT / "README.md").read_text()
+    assert "--db-listen 127.0.0.1:5433" in readme and "GF_PATHS_PROVISIONING=$PWD/grafana/laptop" in readme
+
+
 def test_dashboard_provider_and_alerting_provisioning() -> None:
     provider = _yaml(PROVISIONING / "dashboards" / "otel-chatbot.yml")["providers"][0]
     assert provider["options"]["path"] == "/var/lib/grafana/dashboards"

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from store_factories import US, feedback, rows, span, trace_id, turn
 
-from otel_chatbot.processor.model import NormalisedBatch, TurnRow
+from otel_chatbot.records import NormalisedBatch, TurnRow
 from otel_chatbot.store.writer import BatchWriter
 
 TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)

@@ -146,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats = commands.add_parser(
         "stats", help="print a summary of the stored chat data", formatter_class=formatter,
         description="Turns, sessions, users, p50/p95 latency, fallback/error/hallucination/injection and "
-                    "thumbs-down rates, tokens and cost by model, read from Postgres.",
+                    "thumbs-down rates, tokens and cost by model, and engagement by channel (conversations, "
+                    "turns per conversation, returning users, abandoned conversations, CSAT), read from "
+                    "Postgres.",
         epilog="examples:\n  otel-chatbot stats\n  otel-chatbot stats --database-url postgresql://otel@db/otel\n")
     _add_database(stats)
 
@@ -228,10 +230,13 @@ def _migrate(config: ProcessorConfig) -> int:
 def _stats(config: ProcessorConfig) -> int:
     import psycopg
 
+    from otel_chatbot.store.engagement import engagement_by_channel, format_engagement
     from otel_chatbot.store.queries import chat_summary, format_summary
 
     with _database_url(config) as url, psycopg.connect(url) as conn:
         print(format_summary(chat_summary(conn)))
+        print()
+        print(format_engagement(engagement_by_channel(conn)))
     return 0
 
 

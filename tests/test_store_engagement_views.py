@@ -11,9 +11,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+import pytest
 from store_factories import US, feedback, rows, span, trace_id, turn
 
+from otel_chatbot.cli import main
 from otel_chatbot.records import NormalisedBatch, TurnRow
+from otel_chatbot.store.engagement import ChannelEngagement, engagement_by_channel
 from otel_chatbot.store.writer import BatchWriter
 
 TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -84,3 +87,22 @@ def test_a_conversation_still_going_is_not_abandoned(writer: BatchWriter, databa
     spans = [span(r.trace_id, sid=r.span_id, start_ns=r.start_ns) for r in (recent, old)]
     writer.write(NormalisedBatch(spans=spans, turns=[recent, old]))
     assert rows(database_url, "SELECT session_id FROM engagement_dropoff") == [("F",)]
+
+
+def test_stats_prints_engagement_by_channel(writer: BatchWriter, database_url: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    _history(writer, database_url)
+    with psycopg.connect(database_url) as conn:
+        assert engagement_by_channel(conn) == [
+            # website: A (2 turns) and C (3), D (1): 6 turns in 3 conversations; user-days u1@D0, u1@D1
+            # (returning), u3@D1; A, C and D abandoned; its 2 ratings are down.
+            ChannelEngagement("website", 3, 2.0, 3, 1, 3, 0.0),
+            ChannelEngagement("whatsapp", 1, 1.0, 1, 0, 0, 1.0),
+            ChannelEngagement("api", 0, None, 1, 0, 0, None),  # a turn without a session
+        ]
+    assert main(["stats", "--database-url", database_url]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("Engagement by channel"):].splitlines()
+    assert table[2].split() == ["website", "3", "2.0", "33.3%", "3", "0.0%"]
+    assert table[3].split() == ["whatsapp", "1", "1.0", "0.0%", "0", "100.0%"]
+    assert table[4].split() == ["api", "0", "n/a", "0.0%", "0", "n/a"]

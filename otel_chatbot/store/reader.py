@@ -10,6 +10,7 @@ import psycopg
 from psycopg import sql
 
 READER_ROLE = "otel_chatbot_reader"
+_LOCK = (0x6F74656C, 0x72656164)  # "otel", "read": beside the migration lock's key space
 
 
 class ReaderRoleError(RuntimeError):
@@ -24,8 +25,11 @@ def enable_reader_login(url: str, password: str) -> None:
             raise ReaderRoleError(f"role {READER_ROLE} does not exist: run `otel-chatbot migrate` first")
         verifier = conn.pgconn.encrypt_password(password.encode(), READER_ROLE.encode(), b"scram-sha-256")
         try:
-            conn.execute(sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
-                sql.Identifier(READER_ROLE), sql.Literal(verifier.decode())))
+            with conn.transaction():
+                # Replicas starting together would otherwise fail with "tuple concurrently updated".
+                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _LOCK)
+                conn.execute(sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
+                    sql.Identifier(READER_ROLE), sql.Literal(verifier.decode())))
         except psycopg.errors.InsufficientPrivilege:
             raise ReaderRoleError(f"this database user may not alter role {READER_ROLE} "
                                   "(needs CREATEROLE); ask the database owner to enable its login") from None

@@ -1,0 +1,70 @@
+"""Engagement by channel for `otel-chatbot stats`, read from the engagement views (migration 0006)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEngagement:
+    """One channel's figures. ``user_days`` counts each user once per active day; ``returning_user_days``
+    those of users already seen on an earlier day. ``csat`` is the share of rated turns rated up."""
+
+    source: str
+    conversations: int
+    turns_per_conversation: float | None
+    user_days: int
+    returning_user_days: int
+    abandoned: int
+    csat: float | None
+
+
+_BY_CHANNEL = """
+WITH conv AS (
+    SELECT source, sum(conversations) AS n, sum(turns) AS turns FROM engagement_conversations_daily GROUP BY 1
+), ret AS (
+    SELECT source, sum(users) AS users, sum(returning_users) AS returning FROM engagement_returning_users
+    GROUP BY 1
+), abandoned AS (
+    SELECT source, count(*) AS n FROM engagement_dropoff GROUP BY 1
+), csat AS (
+    SELECT source, sum(thumbs_up)::double precision / NULLIF(sum(rated_turns), 0) AS share
+    FROM engagement_csat_daily GROUP BY 1
+), channels AS (
+    SELECT source FROM conv UNION SELECT source FROM ret UNION SELECT source FROM abandoned
+    UNION SELECT source FROM csat
+)
+SELECT ch.source, COALESCE(conv.n, 0), conv.turns::double precision / NULLIF(conv.n, 0),
+       COALESCE(ret.users, 0), COALESCE(ret.returning, 0), COALESCE(abandoned.n, 0), csat.share
+FROM channels ch
+LEFT JOIN conv USING (source)
+LEFT JOIN ret USING (source)
+LEFT JOIN abandoned USING (source)
+LEFT JOIN csat USING (source)
+ORDER BY 2 DESC, 1"""
+
+
+def engagement_by_channel(conn: psycopg.Connection[Any]) -> list[ChannelEngagement]:
+    return [ChannelEngagement(str(s), int(c), None if t is None else float(t), int(u), int(r), int(a),
+                              None if x is None else float(x))
+            for s, c, t, u, r, a, x in conn.execute(_BY_CHANNEL)]
+
+
+def _pct(part: float | None, whole: float = 1.0) -> str:
+    return "n/a" if part is None or not whole else f"{part / whole * 100:.1f}%"
+
+
+def format_engagement(rows: list[ChannelEngagement]) -> str:
+    if not rows:
+        return "Engagement by channel: no conversations yet"
+    lines = ["Engagement by channel (UTC days; abandoned: left 30 min after a bad answer)",
+             f"  {'channel':<12} {'conversations':>13} {'turns/conv':>10} {'returning':>9} "
+             f"{'abandoned':>9} {'CSAT':>6}"]
+    for r in rows:
+        turns = "n/a" if r.turns_per_conversation is None else f"{r.turns_per_conversation:.1f}"
+        lines.append(f"  {r.source[:12]:<12} {r.conversations:>13} {turns:>10} "
+                     f"{_pct(r.returning_user_days, r.user_days):>9} {r.abandoned:>9} {_pct(r.csat):>6}")
+    return "\n".join(lines)

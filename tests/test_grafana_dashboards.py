@@ -80,6 +80,10 @@ def test_every_panel_has_a_title_a_unit_and_a_datasource() -> None:
             for target in panel["targets"]:
                 assert target["datasource"] == panel["datasource"], where
                 assert (target.get("expr") or target.get("rawSql") or "").strip(), where
+                # PromQL: a table panel wants one row per series, the others one frame per series.
+                # SQL: rows as a time series only for time-series panels.
+                table = panel["type"] == "table" if "expr" in target else panel["type"] != "timeseries"
+                assert target["format"] == ("table" if table else "time_series"), where
 
 
 def test_panels_fit_the_grid_without_overlap() -> None:

@@ -38,11 +38,12 @@ def dashboard_url(name: str, query: str = "") -> str:
 
 
 # --- targets ---------------------------------------------------------------------------------------
-def prom(expr: str, legend: str = "", *, instant: bool = False) -> JSON:
+def prom(expr: str, legend: str = "", *, instant: bool = False, table: bool = False) -> JSON:
+    """A PromQL target; ``instant`` evaluates at the range's end; ``table`` for table panels (one row
+    per series) instead of one frame per series (what stat and bar gauge panels reduce)."""
     target: JSON = {"datasource": PROMETHEUS, "editorMode": "code", "expr": " ".join(expr.split()),
-                    "legendFormat": legend or "__auto", "range": not instant, "instant": instant}
-    if instant:
-        target["format"] = "table"
+                    "legendFormat": legend or "__auto", "range": not (instant or table),
+                    "instant": instant or table, "format": "table" if table else "time_series"}
     return target
 
 

@@ -100,7 +100,7 @@ def build() -> Dashboard:
                       "Quality alerts from Postgres are Grafana-managed: see Alerting > Alert rules.",
                       "short",
                       [prom('sum by (alertname, severity, alertstate, service) (ALERTS{service=~"$service"})',
-                            instant=True)], width=8,
+                            table=True)], width=8,
                       options={"showHeader": True, "sortBy": [{"displayName": "alertstate", "desc": False}]}),
             ],
         ],

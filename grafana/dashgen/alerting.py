@@ -49,6 +49,8 @@ WHERE c.run_id = (SELECT max(run_id) FROM failure_cluster_runs WHERE created_at 
 """
 
 
+# Annotation templates use .Labels/.Values rather than $labels/$values: no "$" for the provisioning
+# loader's environment-variable expansion to touch.
 def _rule(uid: str, title: str, query: str, evaluator: str, limit: float, for_: str, severity: str,
           summary: str, description: str, panel: str) -> dict[str, Any]:
     sql = "\n".join(line.rstrip() for line in query.strip().splitlines())
@@ -63,13 +65,12 @@ def _rule(uid: str, title: str, query: str, evaluator: str, limit: float, for_: 
                        "datasource": {"type": "__expr__", "uid": "__expr__"},
                        "conditions": [{"evaluator": {"type": evaluator, "params": [limit]}}]}},
         ],
+        # The rule links to the panel showing its figure (Grafana adds the dashboard/panel annotations).
+        "dashboardUid": UIDS["quality"], "panelId": panel_id(quality.build(), panel),
         "noDataState": "OK", "execErrState": "Error", "for": for_, "isPaused": False,
         "labels": {"severity": severity},
-        "annotations": {
-            "summary": summary, "description": description, "runbook_url": RUNBOOK + title.lower(),
-            "__dashboardUid__": UIDS["quality"],
-            "__panelId__": str(panel_id(quality.build(), panel)),
-        },
+        "annotations": {"summary": summary, "description": description,
+                        "runbook_url": RUNBOOK + title.lower()},
     }
 
 
@@ -78,18 +79,18 @@ def rules() -> dict[str, Any]:
         "orgId": 1, "name": "otel-chatbot-quality", "folder": FOLDER, "interval": "5m",
         "rules": [
             _rule("otel-chatbot-thumbs-down-daily", "ChatbotThumbsDownDaily", THUMBS_DOWN_DAILY, "gt", 0.3,
-                  "30m", "ticket", "{{ $labels.service }} / {{ $labels.channel }}: "
-                  "{{ humanizePercentage $values.A.Value }} of the day's ratings are thumbs-down",
-                  "More than 30% of the ratings given on channel {{ $labels.channel }} in the last 24 hours "
+                  "30m", "ticket", "{{ .Labels.service }} / {{ .Labels.channel }}: "
+                  "{{ humanizePercentage .Values.A.Value }} of the day's ratings are thumbs-down",
+                  "More than 30% of the ratings given on channel {{ .Labels.channel }} in the last 24 hours "
                   "were thumbs-down.", "Thumbs-down share by channel"),
             _rule("otel-chatbot-judge-scores-low", "ChatbotJudgeScoresLow", JUDGE_SCORES_DAILY, "lt", 6.0,
-                  "30m", "ticket", "{{ $labels.service }}: mean judge {{ $labels.dimension }} score "
-                  "{{ printf \"%.1f\" $values.A.Value }} over the last day",
-                  "The LLM judge's mean {{ $labels.dimension }} score over the last 24 hours is under the "
+                  "30m", "ticket", "{{ .Labels.service }}: mean judge {{ .Labels.dimension }} score "
+                  "{{ printf \"%.1f\" .Values.A.Value }} over the last day",
+                  "The LLM judge's mean {{ .Labels.dimension }} score over the last 24 hours is under the "
                   "target of 6/10.", "Judge scores per dimension"),
             _rule("otel-chatbot-failure-cluster-spike", "ChatbotFailureClusterSpike", FAILURE_CLUSTER_GROWTH,
-                  "gt", 2.0, "0s", "ticket", "failure cluster '{{ $labels.cluster }}' grew "
-                  "{{ printf \"%.1f\" $values.A.Value }}x",
+                  "gt", 2.0, "0s", "ticket", "failure cluster '{{ .Labels.cluster }}' grew "
+                  "{{ printf \"%.1f\" .Values.A.Value }}x",
                   "One failure cluster of the latest `otel-chatbot failures` run is more than twice its size "
                   "in the previous window (or new with at least 5 turns).", "Failure clusters (latest run)"),
         ],

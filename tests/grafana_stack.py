@@ -2,10 +2,11 @@
 
 Data comes the way it does in production: the demo's simulated chatbot (SDK + LangChain) and OTLP
 requests of older conversations go through the processor into Postgres and /metrics; Prometheus
-scrapes it every second with the shipped rules loaded. What the demo cannot produce yet is inserted
-as real rows: judge scores (with the matching chatbot_evaluation_score observations, as the judge
-reports them), failure-cluster runs and CSAT outcomes. A burst of concurrent requests against a
-one-span queue makes the processor refuse some, so the refusal series exist.
+scrapes it every second with the shipped rules loaded. The processor's online LLM judge scores every
+new turn through a local OpenAI-compatible server (tests/llm_server.py), which stores evaluations and
+feeds chatbot_evaluation_score. What no command produces here is inserted as real rows: two
+failure-cluster runs and CSAT outcomes. A burst of concurrent requests against a one-span queue makes
+the processor refuse some, so the refusal series exist.
 """
 
 from __future__ import annotations
@@ -38,11 +39,9 @@ from otel_chatbot.sdk.tracing import force_flush, instrument
 from otel_chatbot.sdk.tracing import shutdown as sdk_shutdown
 
 SCRAPE_S = 1.0
-DIMENSIONS = ("accuracy", "relevance", "clarity", "groundedness")
-# Judge scores given to the judged turns, per dimension, cycling (clarity's mean is under target).
-SCORES = {"accuracy": (5, 6, 7, 8), "relevance": (8, 9, 8, 9), "clarity": (3, 4, 5, 4),
-          "groundedness": (7, 7, 6, 8)}
-JUDGED_TURNS = 40
+# What the scripted judge answers for every turn (no retrieved documents: no groundedness score);
+# clarity is under the ChatbotJudgeScoresLow target of 6.
+JUDGE_SCORES = {"accuracy": 7.0, "relevance": 8.0, "clarity": 4.0}
 # Failure clusters of two `failures` runs: (cluster_id, label, size, previous size).
 CLUSTERS_BEFORE = ((0, "refund double charge", 3, None), (1, "order tracking", 6, None))
 CLUSTERS_LATEST = ((0, "refund double charge", 9, 3), (1, "order tracking", 5, 6),
@@ -153,20 +152,8 @@ def run_demo_traffic(processor: Processor, seconds: float, rate: float, seed: in
         sdk_shutdown()
 
 
-def insert_quality_rows(conn: psycopg.Connection[Any], processor: Processor, now: datetime) -> None:
-    """Judge scores, two failure-cluster runs and CSAT outcomes, as the quality loop stores them."""
-    turn_ids = [r[0] for r in conn.execute(
-        "SELECT turn_id FROM chat_turns WHERE started_at > now() - interval '1 hour'"
-        " AND bot_response IS NOT NULL ORDER BY turn_id LIMIT %s", (JUDGED_TURNS,))]
-    assert len(turn_ids) == JUDGED_TURNS
-    for i, turn_id in enumerate(turn_ids):
-        scores = {d: SCORES[d][i % 4] for d in DIMENSIONS}
-        conn.execute("INSERT INTO evaluations (turn_id, evaluator, model, judge_version, accuracy,"
-                     " relevance, clarity, groundedness, hallucinated, rationale)"
-                     " VALUES (%s, 'llm-judge', 'gpt-4o-mini', 'v1', %s, %s, %s, %s, false, 'test rubric')",
-                     (turn_id, *(scores[d] for d in DIMENSIONS)))
-        for dimension, score in scores.items():
-            processor.metrics.observe_evaluation(dimension, float(score))
+def insert_quality_rows(conn: psycopg.Connection[Any], now: datetime) -> None:
+    """Two failure-cluster runs and CSAT outcomes, as the quality loop stores them."""
     for run, (clusters, window_end) in enumerate(((CLUSTERS_BEFORE, now - timedelta(hours=1)),
                                                   (CLUSTERS_LATEST, now - timedelta(minutes=5))), start=1):
         conn.execute("INSERT INTO failure_cluster_runs (run_id, window_start, window_end, embedder,"
@@ -208,14 +195,34 @@ def refuse_some(processor: Processor, senders: int = 12) -> int:
     return codes.count(429)
 
 
-def wait_scraped(port: int, expected_turns: int) -> None:
-    """Until Prometheus has the processor's final turn count, the pending alert and the refusal ratio."""
-    def caught_up() -> bool:
-        turns = prometheus_api(port, "query", query="sum(chatbot_turns_total)")["data"]["result"]
-        alerts = prometheus_api(port, "query", query="ALERTS")["data"]["result"]
-        refused = prometheus_api(port, "query",
-                                 query="instance:otel_chatbot_spans_refused:ratio_rate10m")["data"]["result"]
-        return bool(turns and float(turns[0]["value"][1]) == expected_turns and alerts and refused)
+def wait_judged(database_url: str) -> int:
+    """Until the online judge has stored a verdict for every turn it took (the count stops moving)."""
+    last = [-1]
 
-    wait_for(caught_up, 60, f"Prometheus to scrape {expected_turns} turns, an alert and refusals")
+    def settled() -> int | None:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute("SELECT count(*) FROM evaluations").fetchone()
+        count = int(row[0]) if row else 0
+        done = count if count and count == last[0] else None
+        last[0] = count
+        return done
+
+    return wait_for(settled, 120, "the online judge to finish", interval=2.0)
+
+
+def wait_scraped(port: int, expected_turns: int, judged: int) -> None:
+    """Until Prometheus has the processor's final turn and judge counts, the pending alert and the
+    refusal ratio."""
+    def value(query: str) -> float | None:
+        result = prometheus_api(port, "query", query=query)["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    def caught_up() -> bool:
+        return (value("sum(chatbot_turns_total)") == expected_turns
+                and value('chatbot_evaluation_score_count{dimension="accuracy"}') == judged
+                and value("count(ALERTS)") is not None
+                and value("count(instance:otel_chatbot_spans_refused:ratio_rate10m)") is not None)
+
+    wait_for(caught_up, 60, f"Prometheus to scrape {expected_turns} turns, {judged} verdicts, an alert "
+             "and refusals")
     time.sleep(3 * SCRAPE_S)  # a few more scrapes so every rate window holds two samples

@@ -22,9 +22,7 @@ import pytest
 import yaml
 from grafana_stack import (
     CLUSTERS_LATEST,
-    DIMENSIONS,
-    JUDGED_TURNS,
-    SCORES,
+    JUDGE_SCORES,
     SCRAPE_S,
     insert_quality_rows,
     otlp_request,
@@ -33,6 +31,7 @@ from grafana_stack import (
     prometheus_api,
     refuse_some,
     run_demo_traffic,
+    wait_judged,
     wait_scraped,
     write_prometheus_config,
 )
@@ -45,6 +44,8 @@ from grafana_support import (
     interpolate,
     round_interval,
 )
+from judge_support import scores
+from llm_server import LLMServer, Reply
 from psycopg import sql as pgsql
 from server_support import make_processor
 from tools import ROOT, free_port, prometheus, stop_process, wait_for
@@ -93,8 +94,12 @@ def stack(pg_admin_url: str, _migrated_template: str,
     head, _, query = pg_admin_url.partition("?")
     url = f"{head.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
     tmp = tmp_path_factory.mktemp("grafana-stack")
-    # label_cap 4 folds the fifth channel into "other"; a one-span queue makes concurrent requests wait.
-    processor = make_processor(url, label_cap=4, queue_max_spans=1)
+    judge = LLMServer().start()
+    judge.respond_with(lambda _body: Reply(scores(**JUDGE_SCORES)))
+    # label_cap 4 folds the fifth channel into "other"; a one-span queue makes concurrent requests
+    # wait; the online judge scores every new turn.
+    processor = make_processor(url, label_cap=4, queue_max_spans=1, judge_sample_rate=1.0,
+                               judge_base_url=judge.base_url, judge_queue_max=10_000)
     prom: subprocess.Popen[bytes] | None = None
     try:
         processor.start()
@@ -113,15 +118,16 @@ def stack(pg_admin_url: str, _migrated_template: str,
         assert post_otlp(f"http://{host}:{port}", otlp_request(past_conversations(now))) == 200
         run_demo_traffic(processor, seconds=10.0, rate=30.0, seed=11)
         with psycopg.connect(url) as conn:
-            insert_quality_rows(conn, processor, datetime.now(UTC))
+            insert_quality_rows(conn, datetime.now(UTC))
         refused = refuse_some(processor)
+        judged = wait_judged(url)
         with psycopg.connect(url) as conn:
             turns = conn.execute("SELECT count(*) FROM chat_turns").fetchone()
             session = conn.execute(
                 "SELECT session_id FROM chat_turns WHERE session_id LIKE 'sess-%%' GROUP BY 1"
                 " ORDER BY count(*) DESC, 1 LIMIT 1").fetchone()
         assert turns is not None and session is not None
-        wait_scraped(prom_port, turns[0])
+        wait_scraped(prom_port, turns[0], judged)
         end = datetime.now(UTC)
         yield Stack(prom_port, url, TimeRange(prom_started, end), TimeRange(end - timedelta(days=2), end),
                     session[0], refused)
@@ -129,6 +135,7 @@ def stack(pg_admin_url: str, _migrated_template: str,
         if prom is not None:
             stop_process(prom)
         processor.shutdown()
+        judge.shutdown()
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name)))
 
@@ -269,10 +276,8 @@ def test_alert_rule_query_returns_rows_as_the_reader_role(stack: Stack, title: s
     evaluator = condition["conditions"][0]["evaluator"]
     firing = {r[:-1] for r in rows if _breaches(float(r[-1]), evaluator["type"], evaluator["params"][0])}
     if title == "ChatbotJudgeScoresLow":
-        means = {r[1]: float(r[2]) for r in rows}
-        assert means == {d: sum(SCORES[d]) / 4 for d in DIMENSIONS}
+        assert {r[1]: float(r[2]) for r in rows} == JUDGE_SCORES
         assert firing == {("support-bot-demo", "clarity")}
-        assert JUDGED_TURNS % 4 == 0
     if title == "ChatbotFailureClusterSpike":
         growth = {r[0]: round(float(r[1]), 3) for r in rows}
         assert growth == {label: round(size / previous if previous else size, 3)

@@ -259,6 +259,9 @@ def _metric_sum(replicas: list[Replica], name: str, **labels: str) -> float:
 
     total = 0.0
     for replica in replicas:
+        # A new series is first exposed at 0 and its increments held until a scrape has read that 0
+        # (so Prometheus' increase() sees a first burst): the second scrape shows the counts.
+        httpx.get(f"http://{replica.metrics}/metrics", timeout=10)
         text = httpx.get(f"http://{replica.metrics}/metrics", timeout=10).text
         for family in text_string_to_metric_families(text):
             for sample in family.samples:

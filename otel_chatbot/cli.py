@@ -27,6 +27,9 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("otlp_grpc", "HOST:PORT", "OTLP/gRPC listen address (default 127.0.0.1:4317)"),
     ("metrics", "HOST:PORT", "Prometheus /metrics listen address (default 127.0.0.1:9464)"),
     ("auth_token", "TOKEN", "require 'Authorization: Bearer TOKEN' on every OTLP and API request"),
+    ("ui_reviewer_password", "PASSWORD", "password that logs a reviewer into the review page /ui/ "
+                                         "(auth_token works too)"),
+    ("ui_viewer_token", "TOKEN", "token that logs a read-only viewer into the review page /ui/"),
     ("cors_origins", "ORIGINS", "browser origins allowed to call the HTTP endpoints, comma-separated "
                                 "(e.g. https://chat.example.com; '*': any; default none)"),
     ("max_body_bytes", "SIZE", "largest request body, compressed and decompressed (default 32MiB)"),

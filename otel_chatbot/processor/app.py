@@ -169,7 +169,8 @@ class Processor:
                                   max_body_bytes=config.max_body_bytes, ready_check=self.readiness,
                                   turn_exists=self._api_pool.turn_exists, redact=redact,
                                   graceful_timeout=config.shutdown_timeout,
-                                  cors_origins=config.cors_origin_list)
+                                  cors_origins=config.cors_origin_list,
+                                  extra_routes=[self._review_page()])
         with _listening("otlp_http", config.otlp_http):
             self._http.start()
         _log.info("otel-chatbot processor: OTLP/HTTP %s:%d, OTLP/gRPC %s:%d, metrics %s:%d",
@@ -231,6 +232,15 @@ class Processor:
         if not pipeline.ready:
             return False, "shutting down"
         return True, "ready"
+
+    def _review_page(self) -> Any:
+        """The /ui mount: the review page reads and writes through the API's connection pool."""
+        from otel_chatbot.ui.routes import ReviewPage
+        from otel_chatbot.ui.session import UiAuth
+
+        config = self.config
+        auth = UiAuth(config.auth_token, config.ui_reviewer_password, config.ui_viewer_token)
+        return ReviewPage(self._need(self._api_pool).connection, auth).mount()
 
 
 def sweep_interval(max_age_s: float) -> float:

@@ -54,6 +54,10 @@ class ProcessorConfig:
     # Lets the read-only role otel_chatbot_reader log in with this password (ALTER ROLE … LOGIN), for
     # Grafana or ad-hoc SQL; unset: the role is left as it is (NOLOGIN unless an operator enabled it).
     reader_password: str | None = None
+    # Review page (/ui/): a password that logs a reviewer in besides auth_token, and a token that
+    # logs in a read-only viewer (can read conversations, cannot store reviews).
+    ui_reviewer_password: str | None = None
+    ui_viewer_token: str | None = None
     # Browser origins allowed to call the HTTP endpoints (CORS), comma-separated, e.g. a web chat
     # widget posting /v1/feedback or the OpenTelemetry JS exporter; "*" allows any. Unset: no CORS.
     cors_origins: str | None = None
@@ -129,6 +133,7 @@ class ProcessorConfig:
             raise ConfigError("reader_password: expected 8 to 200 printable characters")
         if self.auth_token is not None and (not self.auth_token or any(c.isspace() for c in self.auth_token)):
             raise ConfigError("auth_token: must be non-empty and contain no whitespace")
+        self._validate_ui()
         for origin in self.cors_origin_list:
             if origin != "*" and not _ORIGIN_RE.match(origin):
                 raise ConfigError(f"cors_origins: expected '*' or origins like https://chat.example.com, "
@@ -174,6 +179,20 @@ class ProcessorConfig:
                               f"got {self.judge_groundedness_threshold}")
         if self.log_level not in _LOG_LEVELS:
             raise ConfigError(f"log_level: expected one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}")
+
+    def _validate_ui(self) -> None:
+        for key in ("ui_reviewer_password", "ui_viewer_token"):
+            value = getattr(self, key)
+            if value is not None and (len(value) < 8 or any(c.isspace() for c in value)):
+                raise ConfigError(f"{key}: must be at least 8 characters with no whitespace")
+        viewer = self.ui_viewer_token
+        if viewer is None:
+            return
+        if self.auth_token is None and self.ui_reviewer_password is None:
+            raise ConfigError("ui_viewer_token: needs auth_token or ui_reviewer_password as well "
+                              "(without either the review page is open to everyone)")
+        if viewer in (self.auth_token, self.ui_reviewer_password):
+            raise ConfigError("ui_viewer_token: must differ from auth_token and ui_reviewer_password")
 
 
 FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(ProcessorConfig)}

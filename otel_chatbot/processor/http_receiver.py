@@ -27,7 +27,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from otel_chatbot import semconv as sc
 from otel_chatbot.errors import InternalError, PermanentError, RetryableError, Unavailable
@@ -115,7 +115,8 @@ class HttpReceiver:
     def __init__(self, host: str, port: int, pipeline: Pipeline, *, prices: PriceTable,
                  auth: BearerAuth, max_body_bytes: int, ready_check: ReadyCheck,
                  turn_exists: TurnExists, redact: Redact | None = None,
-                 graceful_timeout: float = 30.0, cors_origins: Sequence[str] = ()) -> None:
+                 graceful_timeout: float = 30.0, cors_origins: Sequence[str] = (),
+                 extra_routes: Sequence[BaseRoute] = ()) -> None:
         self._bind = (host, port)
         self._pipeline = pipeline
         self._prices = prices
@@ -140,6 +141,7 @@ class HttpReceiver:
             Route("/v1/feedback", self._feedback, methods=["POST"]),
             Route("/healthz", self._healthz, methods=["GET"]),
             Route("/readyz", self._readyz, methods=["GET"]),
+            *extra_routes,  # the review page and widget (otel_chatbot.ui), mounted under /ui
         ])
 
     # --- lifecycle -------------------------------------------------------------------------------

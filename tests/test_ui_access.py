@@ -148,7 +148,8 @@ def test_session_cookie_expires() -> None:
 
 
 @pytest.mark.parametrize(("fields", "status", "message"), [
-    ({"rating": "sideways"}, 400, "rating: expected &#39;up&#39;, &#39;down&#39; or empty, got &#39;sideways&#39;"),
+    ({"rating": "sideways"}, 400,
+     "rating: expected &#39;up&#39;, &#39;down&#39; or empty, got &#39;sideways&#39;"),
     ({"rating": "", "note": "  "}, 400, "review: give a rating, a corrected reply or a note"),
     ({"rating": "down", "corrected_reply": "x" * 20_001}, 413, "corrected_reply: at most 20000 characters"),
     ({"rating": "down", "note": "n" * 2_001}, 413, "note: at most 2000 characters"),
@@ -194,7 +195,8 @@ def test_open_page_still_needs_csrf(database_url: str) -> None:
         assert page.status_code == 200 and COOKIE_NAME in page.headers["set-cookie"]
         refused = client.post("/ui/review", data={"turn_id": "t-low", "rating": "down"})
         assert refused.status_code == 403
-        ok = client.post("/ui/review", data={"csrf": csrf_of(page.text), "turn_id": "t-low", "rating": "down"})
+        form = {"csrf": csrf_of(page.text), "turn_id": "t-low", "rating": "down"}
+        ok = client.post("/ui/review", data=form)
         assert ok.status_code == 303
     assert reviews(database_url) == [("t-low", "local", "down", None, None)]
 

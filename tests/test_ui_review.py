@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from server_support import base_url, running
-from ui_support import XSS, Seeded, csrf_of, login, reviews, seed, turn_links
+from ui_support import SHOP_SESSION, XSS, Seeded, csrf_of, login, reviews, seed, turn_links
 
 pytestmark = pytest.mark.slow
 QUEUE = ["t-down", "t-xss", "t-low", "t-halluc", "t-fallback"]  # priority, then newest first
@@ -60,15 +60,16 @@ def test_conversation_shows_the_session_in_order_with_scores_and_llm_calls(
     page = client.get("/ui/turn/t-low")
     assert page.status_code == 200
     html = page.text
-    positions = [html.index(f"question {i}: where is order {i}?") for i in range(5)]
+    positions = [html.index(message.replace("'", "&#39;")) for pair in SHOP_SESSION for message in pair]
     assert positions == sorted(positions)  # the whole session, oldest first
     assert html.count('<article class="turn card') == 5
     assert html.count('<article class="turn card selected"') == 1
     assert "problem turn 3 of 5" in html
     assert 'href="/ui/turn/t-xss">← previous' in html
     assert 'href="/ui/turn/t-halluc">next →' in html
-    assert "misses the order number" in html and '<td class="num">3.0</td>' in html  # judge row
-    assert "wrong order status" in html  # the user's feedback comment
+    assert "answers opening hours instead of the parcel status" in html  # the judge's row
+    assert '<td class="num">3.0</td>' in html
+    assert "it never arrived" in html  # the user's feedback comment
     assert "fallback: no_answer" in html
     calls = re.findall(r"<tr><td>ChatOpenAI</td><td>gpt-4o <small class=\"muted\">openai</small></td>\s*"
                        r"<td class=\"num\">(\d+)</td>\s*<td class=\"num\">(\d+)</td>", html)

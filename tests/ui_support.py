@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 import httpx
 import psycopg
-from store_factories import NOW_NS, feedback, llm_span, span, trace_id, turn
+from store_factories import feedback, llm_span, span, trace_id, turn
 
 from otel_chatbot.processor.model import NormalisedBatch
 from otel_chatbot.store.writer import BatchWriter
 
 MINUTE_NS = 60 * 10**9
 XSS = "<script>alert('x')</script>"
+# The seeded session, oldest first: (user message, bot reply).
+SHOP_SESSION = [
+    ("Where is my order 48213?", "Order 48213 was delivered on Monday to your front door."),
+    ("It never arrived. Can you check again?",
+     "Our support team is available 8am to 8pm, Monday to Saturday."),
+    ("Can I get a refund then?", "Yes, refunds for lost parcels are paid to your bank within 1 hour."),
+    ("How long will the refund take exactly?", "Sorry, I can't help with that. Let me find someone who can."),
+    ("Ok, thanks for the help", "You're welcome! Anything else about order 48213?"),
+]
 CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
 
 
@@ -31,19 +41,20 @@ def seed(url: str) -> Seeded:
     hallucination, a fallback, and a good turn; plus a whatsapp turn of help-bot with a script tag."""
     ids = ["t-down", "t-low", "t-halluc", "t-fallback", "t-good"]
     traces = {tid: trace_id() for tid in [*ids, "t-xss"]}
+    now_ns = time.time_ns()
     turns, spans = [], []
     for i, tid in enumerate(ids):
-        start = NOW_NS - (10 - i) * MINUTE_NS
+        start = now_ns - (10 - i) * MINUTE_NS
         row = turn(traces[tid], turn_id=tid, auto=False, start_ns=start, session="s-shop", user="u-7",
-                   source="website", service="shop-bot", user_message=f"question {i}: where is order {i}?",
-                   bot_response=f"answer {i}")
+                   source="website", service="shop-bot", user_message=SHOP_SESSION[i][0],
+                   bot_response=SHOP_SESSION[i][1])
         root = span(traces[tid], sid=row.span_id, start_ns=start, name="chat.turn", service="shop-bot")
         spans += [root, llm_span(traces[tid], parent=root.span_id, start_ns=start + 10**6,
                                  input_tokens=100 + i, output_tokens=40 + i)]
         turns.append(row)
     turns[2].hallucinated = True
     turns[3].fallback, turns[3].fallback_reason = True, "no_answer"
-    xss_row = turn(traces["t-xss"], turn_id="t-xss", auto=False, start_ns=NOW_NS - 20 * MINUTE_NS,
+    xss_row = turn(traces["t-xss"], turn_id="t-xss", auto=False, start_ns=now_ns - 20 * MINUTE_NS,
                    session="s-other", source="whatsapp", service="help-bot", user_message=XSS,
                    bot_response=f"reply {XSS}")
     turns.append(xss_row)
@@ -52,17 +63,18 @@ def seed(url: str) -> Seeded:
     writer.start()
     try:
         writer.write(NormalisedBatch(spans=spans, turns=turns, feedback=[
-            feedback("t-down", "down", NOW_NS, comment="wrong order status"),
-            feedback("t-good", "up", NOW_NS),
-            feedback("t-xss", "down", NOW_NS, comment=XSS)]))
+            feedback("t-down", "down", now_ns, comment="it never arrived"),
+            feedback("t-good", "up", now_ns),
+            feedback("t-xss", "down", now_ns, comment=XSS)]))
     finally:
         writer.shutdown()
     with psycopg.connect(url) as conn:
-        conn.execute(
-            "INSERT INTO evaluations (turn_id, evaluator, judge_version, model, accuracy, relevance, clarity, "
-            "groundedness, hallucinated, rationale) VALUES "
-            "('t-low', 'llm-judge', 'v1', 'gpt-4o', 3, 7, 8, 6, false, 'misses the order number'), "
-            "('t-good', 'llm-judge', 'v1', 'gpt-4o', 9, 9, 8, 9, false, 'fine')")
+        conn.cursor().executemany(
+            "INSERT INTO evaluations (turn_id, evaluator, judge_version, model, accuracy, relevance, "
+            "clarity, groundedness, hallucinated, rationale) "
+            "VALUES (%s, 'llm-judge', 'v1', 'gpt-4o', %s, %s, %s, %s, false, %s)",
+            [("t-low", 3, 7, 8, 6, "answers opening hours instead of the parcel status"),
+             ("t-good", 9, 9, 8, 9, "fine")])
     return Seeded(ids, "t-xss", traces)
 
 

@@ -22,17 +22,42 @@
     style.id = "otel-chatbot-fb-style";
     style.textContent =
       ".otel-chatbot-fb{display:inline-flex;gap:6px;align-items:center;font:13px system-ui,sans-serif;color:#4b5563}" +
-      ".otel-chatbot-fb button{border:1px solid #d1d5db;background:#fff;border-radius:6px;padding:2px 8px;cursor:pointer;font-size:15px}" +
+      ".otel-chatbot-fb button{border:1px solid #d1d5db;background:#fff;color:#4b5563;border-radius:6px;padding:2px 8px;cursor:pointer;font:inherit}" +
+      ".otel-chatbot-fb .otel-chatbot-fb-thumb{line-height:0;padding:5px 8px}" +
       ".otel-chatbot-fb button:hover{background:#f3f4f6}.otel-chatbot-fb button[disabled]{opacity:.5;cursor:default}" +
       ".otel-chatbot-fb .otel-chatbot-fb-error{color:#c2352b}.otel-chatbot-fb .otel-chatbot-fb-thanks{color:#2f855a}" +
       ".otel-chatbot-fb input{font:inherit;padding:2px 6px;border:1px solid #d1d5db;border-radius:6px;width:16em}";
     document.head.appendChild(style);
   }
 
-  function button(label, text, onClick) {
+  // A thumb drawn as an inline SVG (no emoji font or image file needed); "down" is it turned over.
+  var SVG = "http://www.w3.org/2000/svg";
+  function thumb(down) {
+    var svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("width", "16");
+    svg.setAttribute("height", "16");
+    svg.setAttribute("aria-hidden", "true");
+    var group = document.createElementNS(SVG, "g");
+    group.setAttribute("fill", "currentColor");
+    if (down) group.setAttribute("transform", "rotate(180 12 12)");
+    var cuff = document.createElementNS(SVG, "rect");
+    cuff.setAttribute("x", "2"); cuff.setAttribute("y", "10"); cuff.setAttribute("width", "4");
+    cuff.setAttribute("height", "11"); cuff.setAttribute("rx", "1");
+    var hand = document.createElementNS(SVG, "path");
+    hand.setAttribute("d", "M8 10 L12 3 C13.5 3 14.5 4.2 14 6 L13 10 H20 C21.2 10 22 11 21.7 12.2 " +
+                           "L19.8 19.5 C19.5 20.4 18.8 21 17.9 21 H8 Z");
+    group.appendChild(cuff);
+    group.appendChild(hand);
+    svg.appendChild(group);
+    return svg;
+  }
+
+  function button(label, content, onClick) {
     var b = document.createElement("button");
     b.type = "button";
-    b.textContent = text;
+    if (typeof content === "string") b.textContent = content;
+    else { b.appendChild(content); b.className = "otel-chatbot-fb-thumb"; }
     b.setAttribute("aria-label", label);
     b.title = label;
     b.addEventListener("click", onClick);
@@ -104,8 +129,8 @@
         send(turnId, rating).then(function () { thanks(rating); }, fail);
       };
     }
-    up = button("Good answer", "👍", rate("up"));
-    down = button("Bad answer", "👎", rate("down"));
+    up = button("Good answer", thumb(false), rate("up"));
+    down = button("Bad answer", thumb(true), rate("down"));
     el.appendChild(up);
     el.appendChild(down);
     el.appendChild(status);

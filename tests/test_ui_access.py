@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from server_support import base_url, running
 from ui_support import Seeded, csrf_of, login, reviews, seed
@@ -217,3 +219,21 @@ def test_ui_settings_from_environment() -> None:
         "OTEL_CHATBOT_AUTH_TOKEN": TOKEN, "OTEL_CHATBOT_UI_VIEWER_TOKEN": VIEWER,
         "OTEL_CHATBOT_UI_REVIEWER_PASSWORD": PASSWORD}, None)
     assert (config.ui_viewer_token, config.ui_reviewer_password) == (VIEWER, PASSWORD)
+
+
+def test_database_down_is_a_503_page() -> None:
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from otel_chatbot.ui.routes import ReviewPage
+
+    def connect() -> psycopg.Connection[Any]:  # a real refused connection: nothing listens on port 1
+        return psycopg.connect("postgresql://nobody@127.0.0.1:1/none", connect_timeout=2)
+
+    app = Starlette(routes=[ReviewPage(connect, UiAuth(None, None, None)).mount()])
+    with TestClient(app) as client:
+        for path in ("/ui/", "/ui/turns", "/ui/turn/t-low"):
+            response = client.get(path)
+            assert response.status_code == 503, path
+            assert response.headers["retry-after"] == "5"
+            assert "the database is not answering" in response.text

@@ -108,7 +108,7 @@ def test_widget_posts_thumbs_down_from_another_origin(database_url: str, tmp_pat
             with psycopg.connect(database_url) as conn:
                 rows = conn.execute("SELECT turn_id, rating, comment, origin FROM feedback").fetchall()
             assert rows == [(turn_id, "down", None, "api")]
-            wait_until(lambda: bool(_feedback_metric(metrics_url)), "the feedback metric")
+            wait_until(lambda: _feedback_metric(metrics_url).get("down") == 1.0, "the feedback metric")
             assert _feedback_metric(metrics_url) == {"down": 1.0}
 
             comment = widget.find_element(By.TAG_NAME, "input")

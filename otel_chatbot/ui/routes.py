@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -38,10 +38,16 @@ _log = logging.getLogger(__name__)
 
 Connect = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
 T = TypeVar("T")
+Handler = Callable[[Request], Awaitable[Response]]
 _MAX_TURN_ID = 256
 _LOGIN_FIELDS = frozenset({"csrf", "name", "secret", "next"})
 _LOGOUT_FIELDS = frozenset({"csrf"})
 _FAILED_LOGIN_DELAY_S = 0.5  # slows down guessing; the page answers other requests meanwhile
+_RETRY_AFTER_S = 5
+
+
+class DatabaseUnavailable(Exception):
+    """The database did not answer; the page says so (503) instead of a bare 500."""
 
 
 def _static(name: str) -> bytes:
@@ -58,11 +64,12 @@ class ReviewPage:
         self._style = _static("style.css")
 
     def mount(self) -> Mount:
+        guard = self._guard
         routes: list[BaseRoute] = [
-            Route("/", self._queue, methods=["GET"]),
-            Route("/turns", self._turns, methods=["GET"]),
-            Route("/turn/{turn_id:path}", self._conversation, methods=["GET"]),
-            Route("/review", self._review, methods=["POST"]),
+            Route("/", guard(self._queue), methods=["GET"]),
+            Route("/turns", guard(self._turns), methods=["GET"]),
+            Route("/turn/{turn_id:path}", guard(self._conversation), methods=["GET"]),
+            Route("/review", guard(self._review), methods=["POST"]),
             Route("/login", self._login_form, methods=["GET"]),
             Route("/login", self._login, methods=["POST"]),
             Route("/logout", self._logout, methods=["POST"]),
@@ -77,7 +84,24 @@ class ReviewPage:
             with self._connect() as conn:
                 return work(conn)
 
-        return await asyncio.to_thread(run)
+        try:
+            return await asyncio.to_thread(run)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:  # pool timeouts included
+            _log.warning("review page: database unavailable: %s", exc)
+            raise DatabaseUnavailable from None
+
+    def _guard(self, handler: Handler) -> Handler:
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except DatabaseUnavailable:
+                session, _new = self._identify(request)
+                response = self._error(request, session, 503,
+                                       "the database is not answering; try again in a few seconds")
+                response.headers["Retry-After"] = str(_RETRY_AFTER_S)
+                return response
+
+        return guarded
 
     def _identify(self, request: Request) -> tuple[Session | None, bool]:
         """(who is asking, whether to set a cookie for them). None: must log in."""

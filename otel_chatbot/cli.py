@@ -197,8 +197,8 @@ def _serve(config: ProcessorConfig) -> int:
         raise
     http, grpc, metrics = (f"{h}:{p}" for h, p in (processor.http_address, processor.grpc_address,
                                                    processor.metrics_address))
-    print(f"otel-chatbot serving: OTLP/HTTP http://{http}  OTLP/gRPC {grpc}  metrics http://{metrics}/metrics",
-          file=sys.stderr, flush=True)
+    print(f"otel-chatbot serving: OTLP/HTTP http://{http}  OTLP/gRPC {grpc}  metrics http://{metrics}/metrics"
+          f"  review page http://{http}/ui/", file=sys.stderr, flush=True)
     hint = grafana_hint(config)
     if hint is not None:
         print(hint, file=sys.stderr, flush=True)

@@ -99,6 +99,7 @@ def run_demo(config: ProcessorConfig, *, duration: float | None, rate: float, on
         out.write(f"Prometheus metrics: http://{metrics_host}:{metrics_port}/metrics\n")
         out.write(f"Database:           {processor.database_url}\n")
         out.write(f"OTLP/HTTP:          http://{http_host}:{http_port}/v1/traces\n")
+        out.write(f"Review page:        http://{http_host}:{http_port}/ui/\n")
         grpc_host, grpc_port = processor.grpc_address
         out.write(f"OTLP/gRPC:          {grpc_host}:{grpc_port}\n")
         hint = grafana_hint(config)

@@ -10,7 +10,7 @@ import httpx
 import psycopg
 from store_factories import feedback, llm_span, span, trace_id, turn
 
-from otel_chatbot.processor.model import NormalisedBatch
+from otel_chatbot.records import NormalisedBatch
 from otel_chatbot.store.writer import BatchWriter
 
 MINUTE_NS = 60 * 10**9

@@ -28,7 +28,8 @@ PRIORITIES = {1: "thumbs down", 2: "low judge score", 3: "hallucination", 4: "fa
 
 # Per-turn judge summary and the queue priority; %(since)s bounds both tables (a judge row is never
 # older than its turn, so evaluations.created_at >= since keeps every score of the window's turns).
-_PROBLEMS = """
+# {where} adds conditions on the turn (t) and its feedback (f).
+_RANKED = """
 WITH judged AS (
     SELECT turn_id, min(LEAST(accuracy, relevance, clarity, groundedness)) AS low_score,
            bool_or(hallucinated) AS judge_hallucinated
@@ -45,9 +46,10 @@ WITH judged AS (
     LEFT JOIN feedback f ON f.turn_id = t.turn_id
     LEFT JOIN judged j ON j.turn_id = t.turn_id
     LEFT JOIN turn_reviews r ON r.turn_id = t.turn_id
-    WHERE t.started_at >= %(since)s
+    WHERE t.started_at >= %(since)s {where}
 )
 """
+_PROBLEMS = _RANKED.replace("{where}", "")
 _ORDER = "ORDER BY priority, started_at DESC, turn_id"
 
 
@@ -154,7 +156,7 @@ def queue_position(conn: psycopg.Connection[Any], turn_id: str, since: datetime)
 
 def list_turns(conn: psycopg.Connection[Any], filters: TurnFilter, limit: int = 100) -> list[QueueItem]:
     """The newest turns matching ``filters`` (problem or not), with the same columns as the queue."""
-    conditions: list[sql.Composable] = [sql.SQL("TRUE")]
+    conditions: list[sql.Composable] = []
     params = _params(filters.since, limit=limit)
     if filters.service is not None:
         conditions.append(sql.SQL("t.service = %(service)s"))
@@ -167,19 +169,16 @@ def list_turns(conn: psycopg.Connection[Any], filters: TurnFilter, limit: int = 
             raise ValueError(f"unknown flag {filters.flag!r}")
         conditions.append(sql.SQL("t.{}").format(sql.Identifier(filters.flag)))
     if filters.rating == "none":
-        conditions.append(sql.SQL("r.rating IS NULL"))
+        conditions.append(sql.SQL("f.rating IS NULL"))
     elif filters.rating is not None:
-        conditions.append(sql.SQL("r.rating = %(rating)s"))
+        conditions.append(sql.SQL("f.rating = %(rating)s"))
         params["rating"] = filters.rating
-    if filters.problems_only:
-        conditions.append(sql.SQL("r.priority IS NOT NULL"))
-    # The flag columns live on chat_turns, the rest on the ranked CTE: join them by the turn's key.
-    query = sql.SQL(_PROBLEMS) + sql.SQL(
-        "SELECT r.turn_id, r.started_at, r.session_id, r.service, r.source, r.user_message, "
-        "r.bot_response, r.rating, r.low_score, coalesce(r.priority, 0), r.reviewer, r.reviewed_at "
-        "FROM ranked r JOIN chat_turns t ON t.turn_id = r.turn_id AND t.started_at = r.started_at "
-        "WHERE {} ORDER BY r.started_at DESC, r.turn_id LIMIT %(limit)s").format(
-            sql.SQL(" AND ").join(conditions))
+    where = sql.SQL("").join(sql.SQL(" AND ") + c for c in conditions)
+    query = sql.SQL(_RANKED).format(where=where) + sql.SQL(
+        "SELECT turn_id, started_at, session_id, service, source, user_message, bot_response, rating, "
+        "low_score, coalesce(priority, 0), reviewer, reviewed_at FROM ranked {} "
+        "ORDER BY started_at DESC, turn_id LIMIT %(limit)s").format(
+            sql.SQL("WHERE priority IS NOT NULL" if filters.problems_only else ""))
     return [QueueItem(*row) for row in conn.execute(query, params)]
 
 

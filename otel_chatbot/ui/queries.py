@@ -91,6 +91,7 @@ class QueuePosition:
 
     index: int | None  # 1-based; None when the turn is not a problem turn
     total: int
+    reviewed: int  # of ``total``: the review progress, from the same scan
     previous: str | None
     next: str | None
     next_unreviewed: str | None
@@ -141,15 +142,16 @@ def review_progress(conn: psycopg.Connection[Any], since: datetime) -> tuple[int
 def queue_position(conn: psycopg.Connection[Any], turn_id: str, since: datetime) -> QueuePosition:
     """Previous/next problem turn around ``turn_id`` and the first unreviewed one after it."""
     query = (_PROBLEMS + "SELECT turn_id, reviewer IS NOT NULL FROM ranked WHERE priority IS NOT NULL "
-             + _ORDER + " LIMIT 5000")
+             + _ORDER)
     order = [(str(tid), bool(done)) for tid, done in conn.execute(query, _params(since))]
     ids = [tid for tid, _ in order]
+    reviewed = sum(done for _, done in order)
     unreviewed = [tid for tid, done in order if not done and tid != turn_id]
     if turn_id not in ids:
-        return QueuePosition(None, len(ids), None, None, unreviewed[0] if unreviewed else None)
+        return QueuePosition(None, len(ids), reviewed, None, None, unreviewed[0] if unreviewed else None)
     at = ids.index(turn_id)
     after = [tid for tid, done in order[at + 1:] if not done]
-    return QueuePosition(at + 1, len(ids), ids[at - 1] if at > 0 else None,
+    return QueuePosition(at + 1, len(ids), reviewed, ids[at - 1] if at > 0 else None,
                          ids[at + 1] if at + 1 < len(ids) else None,
                          after[0] if after else (unreviewed[0] if unreviewed else None))
 

@@ -189,9 +189,9 @@ class ReviewPage:
             turns = queries.conversation(conn, turn_id)
             if turns is None:
                 return None
-            reviewed, total = queries.review_progress(conn, since)
-            return {"turns": turns, "position": queries.queue_position(conn, turn_id, since),
-                    "reviewed": reviewed, "total": total}
+            position = queries.queue_position(conn, turn_id, since)
+            return {"turns": turns, "position": position, "reviewed": position.reviewed,
+                    "total": position.total}
 
         data = await self._db(read)
         if data is None:

@@ -18,6 +18,7 @@ import pytest
 from browser_support import browser_binaries, chromium, static_site
 from prometheus_client.parser import text_string_to_metric_families
 from server_support import base_url, running, turn_request, wait_until
+from tools import free_port
 from ui_support import reviews, seed
 
 from otel_chatbot.ui.session import COOKIE_NAME
@@ -45,6 +46,13 @@ CHAT_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Acme supp
 <div class="row" id="broken" data-otel-chatbot-turn="{long_id}"></div>
 </div>
 <script src="{processor}/ui/widget.js" data-endpoint="{processor}" data-token="{token}" defer></script>
+</body></html>"""
+
+
+# A chat page whose widget points at a port where nothing listens: the post fails in the network.
+UNREACHABLE_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>down</title></head><body>
+<div id="down" data-otel-chatbot-turn="turn-1"></div>
+<script src="{processor}/ui/widget.js" data-endpoint="http://127.0.0.1:{closed_port}"></script>
 </body></html>"""
 
 
@@ -91,6 +99,7 @@ def test_widget_posts_thumbs_down_from_another_origin(database_url: str, tmp_pat
         assert sent.status_code == 200
         turn_id = f"turn-{traces[0]}"
         pages["/chat.html"] = CHAT_PAGE.format(turn_id=turn_id, long_id=LONG_ID, processor=url, token=TOKEN)
+        pages["/down.html"] = UNREACHABLE_PAGE.format(processor=url, closed_port=free_port())
         host, port = proc.metrics_address
         metrics_url = f"http://{host}:{port}/metrics"
         assert _feedback_metric(metrics_url) == {}
@@ -124,6 +133,14 @@ def test_widget_posts_thumbs_down_from_another_origin(database_url: str, tmp_pat
 
             widget.find_element(By.XPATH, ".//button[text()='Send']").click()
             wait.until(lambda d: widget.get_attribute("data-otel-chatbot-state") == "commented")
+
+            driver.get(f"{origin}/down.html")
+            down = wait.until(lambda d: d.find_element(By.ID, "down").find_elements(By.TAG_NAME, "button"))
+            down[1].click()
+            failed = driver.find_element(By.ID, "down")
+            wait.until(lambda d: failed.get_attribute("data-otel-chatbot-state") == "error")
+            assert failed.find_element(By.CSS_SELECTOR, "[role=alert]").text == (
+                "Feedback not sent (Failed to fetch)")
         with psycopg.connect(database_url) as conn:
             rows = conn.execute("SELECT turn_id, rating, comment, origin FROM feedback").fetchall()
         assert rows == [(turn_id, "down", "the parcel never came", "api")]

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
+import psycopg
 import pytest
 from server_support import base_url, running
 from ui_support import SHOP_SESSION, XSS, Seeded, csrf_of, login, reviews, seed, turn_links
+
+from otel_chatbot.ui.queries import Review, review_queue, store_review
 
 pytestmark = pytest.mark.slow
 QUEUE = ["t-down", "t-xss", "t-low", "t-halluc", "t-fallback"]  # priority, then newest first
@@ -139,3 +143,19 @@ def test_static_files(open_page: tuple[httpx.Client, Seeded, str]) -> None:
     css = client.get("/ui/static/style.css")
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
     assert client.get("/ui/static/nope.css").status_code == 404
+
+
+def test_queue_is_empty_when_every_problem_turn_is_reviewed(open_page: tuple[httpx.Client, Seeded, str]
+                                                           ) -> None:
+    client, _seeded, url = open_page
+    with psycopg.connect(url, autocommit=True) as conn:
+        for turn_id in QUEUE[:4]:
+            store_review(conn, Review(turn_id, "Dana", "down", None, "seen"))
+        queue, reviewed, total = review_queue(conn, datetime.now(UTC) - timedelta(days=7))
+    assert ([q.turn_id for q in queue], reviewed, total) == (["t-fallback"], 4, 5)
+    with psycopg.connect(url, autocommit=True) as conn:
+        store_review(conn, Review("t-fallback", "Sam", None, "Sorry, refunds take 5 to 7 days.", None))
+    page = client.get("/ui/")
+    assert '<strong id="progress">5 / 5</strong>' in page.text
+    assert "Nothing to review in this window." in page.text
+    assert turn_links(page.text, "reviews") == ["t-fallback", *reversed(QUEUE[:4])]

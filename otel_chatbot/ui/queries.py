@@ -123,20 +123,19 @@ def _params(since: datetime, **extra: Any) -> dict[str, Any]:
     return {"since": since, "low": LOW_SCORE, **extra}
 
 
-def review_queue(conn: psycopg.Connection[Any], since: datetime, limit: int = 50) -> list[QueueItem]:
-    """Problem turns not reviewed yet, most urgent first."""
+def review_queue(conn: psycopg.Connection[Any], since: datetime,
+                 limit: int = 50) -> tuple[list[QueueItem], int, int]:
+    """(problem turns not reviewed yet, most urgent first; reviewed; total problem turns), in one
+    scan: the counts are window aggregates over all problem turns, taken before the LIMIT."""
     query = (_PROBLEMS + "SELECT turn_id, started_at, session_id, service, source, user_message, "
-             "bot_response, rating, low_score, priority, reviewer, reviewed_at FROM ranked "
-             "WHERE priority IS NOT NULL AND reviewer IS NULL " + _ORDER + " LIMIT %(limit)s")
-    return [QueueItem(*row) for row in conn.execute(query, _params(since, limit=limit))]
-
-
-def review_progress(conn: psycopg.Connection[Any], since: datetime) -> tuple[int, int]:
-    """(reviewed, total) problem turns of the window."""
-    query = (_PROBLEMS + "SELECT count(*) FILTER (WHERE reviewer IS NOT NULL), count(*) FROM ranked "
-             "WHERE priority IS NOT NULL")
-    row = conn.execute(query, _params(since)).fetchone()
-    return (int(row[0]), int(row[1])) if row else (0, 0)
+             "bot_response, rating, low_score, priority, reviewer, reviewed_at, "
+             "count(reviewer) OVER (), count(*) OVER () FROM ranked WHERE priority IS NOT NULL "
+             "ORDER BY reviewer IS NOT NULL, priority, started_at DESC, turn_id LIMIT %(limit)s")
+    rows = conn.execute(query, _params(since, limit=limit)).fetchall()
+    if not rows:
+        return [], 0, 0
+    queue = [QueueItem(*row[:12]) for row in rows if row[10] is None]
+    return queue, int(rows[0][12]), int(rows[0][13])
 
 
 def queue_position(conn: psycopg.Connection[Any], turn_id: str, since: datetime) -> QueuePosition:

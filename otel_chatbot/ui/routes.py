@@ -151,8 +151,8 @@ class ReviewPage:
         since = forms.window_start(window, self._now())
 
         def read(conn: psycopg.Connection[Any]) -> dict[str, Any]:
-            reviewed, total = queries.review_progress(conn, since)
-            return {"queue": queries.review_queue(conn, since), "reviewed": reviewed, "total": total,
+            queue, reviewed, total = queries.review_queue(conn, since)
+            return {"queue": queue, "reviewed": reviewed, "total": total,
                     "reviews": queries.recent_reviews(conn)}
 
         data = await self._db(read)

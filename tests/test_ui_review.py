@@ -75,6 +75,10 @@ def test_conversation_shows_the_session_in_order_with_scores_and_llm_calls(
     assert '<td class="num">3.0</td>' in html
     assert "it never arrived" in html  # the user's feedback comment
     assert "fallback: no_answer" in html
+    session_row = re.search(r'<table class="small session-evals" id="session-scores">.*?</table>', html, re.S)
+    assert session_row is not None
+    assert re.findall(r'<td class="num">([^<]+)</td>', session_row.group(0)) == ["2.0", "6.0", "8.0"]
+    assert "the parcel was never located" in session_row.group(0)
     calls = re.findall(r"<tr><td>ChatOpenAI</td><td>gpt-4o <small class=\"muted\">openai</small></td>\s*"
                        r"<td class=\"num\">(\d+)</td>\s*<td class=\"num\">(\d+)</td>", html)
     assert calls == [(str(100 + i), str(40 + i)) for i in range(5)]

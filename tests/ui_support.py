@@ -75,6 +75,10 @@ def seed(url: str) -> Seeded:
             "VALUES (%s, 'llm-judge', 'v1', 'gpt-4o', %s, %s, %s, %s, false, %s)",
             [("t-low", 3, 7, 8, 6, "answers opening hours instead of the parcel status"),
              ("t-good", 9, 9, 8, 9, "fine")])
+        conn.execute(
+            "INSERT INTO session_evaluations (session_id, evaluator, judge_version, model, goal_completion, "
+            "coherence, frustration, goal_completed, rationale, turns) VALUES ('s-shop', 'llm-judge', "
+            "'v1', 'gpt-4o', 2, 6, 8, false, 'the parcel was never located', 5)")
     return Seeded(ids, "t-xss", traces)
 
 

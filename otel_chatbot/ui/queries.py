@@ -253,6 +253,17 @@ def conversation(conn: psycopg.Connection[Any], turn_id: str) -> list[Conversati
     return list(by_id.values())
 
 
+def session_scores(conn: psycopg.Connection[Any], session_id: str | None) -> list[dict[str, Any]]:
+    """The conversation-level judge scores of a session (goal completion, coherence, frustration)."""
+    if session_id is None:
+        return []
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SELECT evaluator, judge_version, model, goal_completion, coherence, frustration, "
+                    "goal_completed, rationale, created_at FROM session_evaluations WHERE session_id = %s "
+                    "ORDER BY created_at, id", (session_id,))
+        return cur.fetchall()
+
+
 def turn_known(conn: psycopg.Connection[Any], turn_id: str) -> bool:
     row = conn.execute("SELECT EXISTS (SELECT 1 FROM chat_turns WHERE turn_id = %s)", (turn_id,)).fetchone()
     return bool(row and row[0])

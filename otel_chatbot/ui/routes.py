@@ -191,7 +191,8 @@ class ReviewPage:
                 return None
             position = queries.queue_position(conn, turn_id, since)
             return {"turns": turns, "position": position, "reviewed": position.reviewed,
-                    "total": position.total}
+                    "total": position.total,
+                    "session_scores": queries.session_scores(conn, turns[0].turn["session_id"])}
 
         data = await self._db(read)
         if data is None:

@@ -2,13 +2,17 @@
 
 The widget runs on a chat page served from another origin (a tiny static server), loads
 /ui/widget.js from the processor and posts to /v1/feedback across origins (CORS, bearer token).
+A reviewer logs in, stores a correction, and `otel-chatbot export` puts it in the training data.
 Screenshots land in the test's temp dir; OTEL_CHATBOT_SCREENSHOTS=docs/images copies them there.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,8 @@ from otel_chatbot.ui.session import COOKIE_NAME
 pytestmark = pytest.mark.slow
 TOKEN = "s3cret-token"
 LONG_ID = "x" * 300  # refused by /v1/feedback (400): the widget must show the error
+CORRECTION = ("I'm sorry it hasn't arrived. I've opened a carrier trace for order 48213; you'll get an "
+              "update by e-mail within 24 hours.")
 
 CHAT_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Acme support chat</title>
 <style>
@@ -169,9 +175,7 @@ def test_reviewer_logs_in_and_stores_a_correction(database_url: str, tmp_path: P
 
         form = driver.find_element(By.ID, "review")
         form.find_element(By.CSS_SELECTOR, "input[name=rating][value=down]").click()
-        form.find_element(By.NAME, "corrected_reply").send_keys(
-            "I'm sorry it hasn't arrived. I've opened a carrier trace for order 48213; you'll get an "
-            "update by e-mail within 24 hours.")
+        form.find_element(By.NAME, "corrected_reply").send_keys(CORRECTION)
         form.find_element(By.NAME, "note").send_keys("answered opening hours instead of the parcel status")
         _fit_page(driver)
         _screenshot(driver, tmp_path, "conversation.png")
@@ -179,11 +183,21 @@ def test_reviewer_logs_in_and_stores_a_correction(database_url: str, tmp_path: P
         wait.until(lambda d: d.current_url == f"{url}/ui/turn/t-halluc?saved=1")
         assert driver.find_element(By.CSS_SELECTOR, "[role=status]").text == "Review saved."
 
-        assert reviews(database_url) == [(
-            "t-low", "Dana", "down",
-            "I'm sorry it hasn't arrived. I've opened a carrier trace for order 48213; you'll get an "
-            "update by e-mail within 24 hours.",
-            "answered opening hours instead of the parcel status")]
+        assert reviews(database_url) == [
+            ("t-low", "Dana", "down", CORRECTION, "answered opening hours instead of the parcel status")]
+
+        # `otel-chatbot export` puts the correction in place of the bot's reply in the training data.
+        exported = subprocess.run(
+            [sys.executable, "-m", "otel_chatbot.cli", "export", "--database-url", database_url,
+             "--since", "1d", "--format", "openai-finetune", "--service", "shop-bot"],
+            capture_output=True, text=True, timeout=120, check=False)
+        assert exported.returncode == 0, exported.stderr
+        lines = [json.loads(line) for line in exported.stdout.splitlines()]
+        assert len(lines) == 1  # the one shop-bot session
+        messages = [(m["role"], m["content"]) for m in lines[0]["messages"]]
+        at = messages.index(("user", "It never arrived. Can you check again?"))
+        assert messages[at + 1] == ("assistant", CORRECTION)
+        assert all("opening" not in content for _role, content in messages)
 
         driver.set_window_size(1280, 900)
         driver.get(f"{url}/ui/")

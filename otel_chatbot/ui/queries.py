@@ -14,10 +14,12 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from otel_chatbot.quality.select import DEFAULT_SCORE_THRESHOLD
 from otel_chatbot.store.queries import LlmCall, llm_calls
 
-# A judge score (0-10, any dimension) below this makes a turn a problem turn.
-LOW_SCORE = 5.0
+# A judge score (0-10, any dimension) below this makes a turn a problem turn. Problem turns are the
+# same as those of `otel-chatbot failures` and `export` (quality/select.py), ranked for review here.
+LOW_SCORE = DEFAULT_SCORE_THRESHOLD
 # Flags a reviewer can filter on: (chat_turns column, label).
 FLAGS: dict[str, str] = {
     "fallback": "fallback", "hallucinated": "hallucination", "prompt_injection": "prompt injection",

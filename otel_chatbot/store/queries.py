@@ -1,4 +1,4 @@
-"""Read queries for the CLI (stats, demo) and the feedback API."""
+"""Read queries for the CLI (stats, demo), the feedback API and the review page (LLM calls of a trace)."""
 
 from __future__ import annotations
 

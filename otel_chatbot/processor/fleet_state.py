@@ -45,6 +45,7 @@ class FleetState:
             f.write(b"\0" * size)
         state = cls.open(path)
         state._set(_WANTED, workers)
+        state.workers = workers
         return state
 
     @classmethod

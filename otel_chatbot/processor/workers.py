@@ -173,6 +173,7 @@ class WorkerSupervisor:
                 except EOFError:
                     kind, detail = "error", "exited during start"
                 if kind == "started":
+                    _log.info("worker %d listening (pid %s)", worker.index + 1, detail)
                     return
                 if kind == "config":
                     raise ConfigError(str(detail))

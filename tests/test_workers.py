@@ -75,7 +75,8 @@ class Fleet:
 def _start(args: list[str]) -> Fleet:
     cmd = [sys.executable, "-m", "otel_chatbot.cli", "serve", "--workers", "2", "--otlp-http", "127.0.0.1:0",
            "--otlp-grpc", "127.0.0.1:0", "--metrics", "127.0.0.1:0", *args]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
     lines: queue.Queue[str] = queue.Queue()
     assert proc.stderr is not None
     stderr = proc.stderr
@@ -171,7 +172,8 @@ def test_real_exporters_every_span_once_and_metrics_summed_across_workers(fleet:
     assert count_spans(fleet.database_url, exported) == 2 * per_protocol
     rows = fetch(fleet.database_url, "SELECT service, count(*), sum(input_tokens) FROM chat_turns "
                                      "WHERE service IN ('http-bot', 'grpc-bot') GROUP BY service ORDER BY 1")
-    assert rows == [("grpc-bot", per_protocol, 7 * per_protocol), ("http-bot", per_protocol, 7 * per_protocol)]
+    tokens = 7 * per_protocol
+    assert rows == [("grpc-bot", per_protocol, tokens), ("http-bot", per_protocol, tokens)]
 
     # Self-metrics (prometheus_client, file-backed in each worker) summed by the parent.
     assert fleet.sample("otel_chatbot_spans_accepted_total", transport="http") == per_protocol
@@ -195,7 +197,8 @@ def test_new_series_first_exposed_at_zero_then_counted(fleet: Fleet) -> None:
     assert fleet.sample("chatbot_turns_total", service="burst-bot", source="unknown") is None
     for _ in range(2):  # two requests: with two workers, each may hold part of the burst
         body, _traces = turn_request(4, service="burst-bot")
-        assert httpx.post(f"{fleet.api}/v1/traces", content=body, headers=PROTOBUF, timeout=30).status_code == 200
+        response = httpx.post(f"{fleet.api}/v1/traces", content=body, headers=PROTOBUF, timeout=30)
+        assert response.status_code == 200
     assert fleet.sample("chatbot_turns_total", service="burst-bot", source="unknown") == 0.0
     _released(fleet, "chatbot_turns_total", 8.0, service="burst-bot", source="unknown")
 

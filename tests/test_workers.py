@@ -80,7 +80,7 @@ def _start(args: list[str]) -> Fleet:
     lines: queue.Queue[str] = queue.Queue()
     assert proc.stderr is not None
     stderr = proc.stderr
-    threading.Thread(target=lambda: [lines.put(line) for line in stderr], daemon=True).start()
+    threading.Thread(target=lambda: list(map(lines.put, stderr)), daemon=True).start()
     seen: list[str] = []
 
     def banner() -> re.Match[str] | None:
@@ -147,8 +147,9 @@ def test_real_exporters_every_span_once_and_metrics_summed_across_workers(fleet:
     exported: list[str] = []
     lock = threading.Lock()
 
-    def send(make: type[HttpExporter] | type[GrpcExporter], endpoint: str, service: str) -> None:
-        exporter = make(endpoint=endpoint) if make is HttpExporter else make(endpoint=endpoint, insecure=True)
+    def send(protocol: str, endpoint: str, service: str) -> None:
+        exporter: HttpExporter | GrpcExporter = (HttpExporter(endpoint=endpoint) if protocol == "http"
+                                                 else GrpcExporter(endpoint=endpoint, insecure=True))
         try:
             for _ in range(EXPORTS):
                 spans = _spans(service, SPANS_PER_EXPORT)
@@ -158,9 +159,9 @@ def test_real_exporters_every_span_once_and_metrics_summed_across_workers(fleet:
         finally:
             exporter.shutdown()
 
-    threads = [threading.Thread(target=send, args=(HttpExporter, f"{fleet.api}/v1/traces", "http-bot"))
+    threads = [threading.Thread(target=send, args=("http", f"{fleet.api}/v1/traces", "http-bot"))
                for _ in range(EXPORTERS)]
-    threads += [threading.Thread(target=send, args=(GrpcExporter, fleet.grpc, "grpc-bot"))
+    threads += [threading.Thread(target=send, args=("grpc", fleet.grpc, "grpc-bot"))
                 for _ in range(EXPORTERS)]
     for t in threads:
         t.start()

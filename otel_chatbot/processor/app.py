@@ -183,8 +183,10 @@ class Processor:
                                   extra_routes=[self._review_page()], reuse_port=self._reuse_port)
         with _listening("otlp_http", config.otlp_http):
             self._http.start()
-        _log.info("otel-chatbot processor: OTLP/HTTP %s:%d, OTLP/gRPC %s:%d, metrics %s:%d",
-                  *self.http_address, *self.grpc_address, *self._metrics_address)
+        host, port = self._metrics_address
+        metrics = f"{host}:{port}" if self._serve_metrics else "served by the supervisor"
+        _log.info("otel-chatbot processor: OTLP/HTTP %s:%d, OTLP/gRPC %s:%d, metrics %s",
+                  *self.http_address, *self.grpc_address, metrics)
 
     def shutdown(self, timeout: float = 30.0) -> None:
         with self._lock:

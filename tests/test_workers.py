@@ -312,7 +312,9 @@ def test_port_in_use_exits_2_naming_the_key(key: str, reuse_port: bool, database
         argv = ["serve", "--workers", "2", "--database-url", database_url]
         for name, address in addresses.items():
             argv += ["--" + name.replace("_", "-"), address]
+        before = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         assert main(argv) == 2
+        assert os.environ.get("PROMETHEUS_MULTIPROC_DIR") == before  # not left for later programs
     err = capsys.readouterr().err
     assert f"otel-chatbot: error: {key}: cannot listen on 127.0.0.1:{port}" in err
     assert "--" + key.replace("_", "-") in err

@@ -26,7 +26,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -95,14 +95,13 @@ class WorkerSupervisor:
 
         from otel_chatbot.processor.app import _listening, open_database
         from otel_chatbot.processor.fleet_state import FleetState
-        from otel_chatbot.processor.multiproc_metrics import MULTIPROC_ENV, SupervisorCollector
+        from otel_chatbot.processor.multiproc_metrics import SupervisorCollector
         from otel_chatbot.store.migrate import migrate
 
         config = self.config
         self.http_address = self._reserve("otlp_http", config.otlp_http)
         self.grpc_address = self._reserve("otlp_grpc", config.otlp_grpc)
         self._directory = tempfile.mkdtemp(prefix="otel-chatbot-metrics-")
-        os.environ[MULTIPROC_ENV] = self._directory  # inherited by the workers at spawn
         self._fleet = FleetState.create(Path(self._directory) / "fleet.state", config.workers)
         self._collector = SupervisorCollector(self._directory, self._fleet)
         registry = CollectorRegistry(auto_describe=False)
@@ -152,6 +151,7 @@ class WorkerSupervisor:
         return host, port
 
     def _spawn(self, index: int) -> _Worker:
+        from otel_chatbot.processor.multiproc_metrics import MULTIPROC_ENV
         from otel_chatbot.processor.worker import worker_main
 
         assert self._worker_config is not None and self._fleet is not None
@@ -159,7 +159,8 @@ class WorkerSupervisor:
         process = self._context.Process(
             target=worker_main, name=f"otel-chatbot-worker-{index + 1}",
             args=(self._worker_config, index, str(self._fleet.path), theirs), daemon=False)
-        process.start()
+        with _environment(MULTIPROC_ENV, self._directory):
+            process.start()  # the spawned interpreter inherits the variable before it imports anything
         theirs.close()
         return _Worker(index, process, ours, time.monotonic())
 
@@ -266,6 +267,26 @@ class WorkerSupervisor:
         if self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
             self._directory = None
+
+
+_ENV_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str | None) -> Iterator[None]:
+    """``name=value`` in this process's environment for the block only (never left behind for other
+    programs this process starts later, e.g. a single-process processor)."""
+    with _ENV_LOCK:
+        previous = os.environ.get(name)
+        if value is not None:
+            os.environ[name] = value
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = previous
 
 
 def worker_drain_timeout(total: float) -> float:

@@ -210,6 +210,7 @@ def _serve(config: ProcessorConfig) -> int:
 
 
 def _serve_workers(config: ProcessorConfig) -> int:
+    from otel_chatbot.processor.app import grafana_hint
     from otel_chatbot.processor.workers import WorkerSupervisor, run_supervisor
 
     def banner(supervisor: WorkerSupervisor) -> None:
@@ -218,6 +219,9 @@ def _serve_workers(config: ProcessorConfig) -> int:
                                                        supervisor.metrics_address or ("", 0)))
         print(f"otel-chatbot serving: OTLP/HTTP http://{http}  OTLP/gRPC {grpc}  metrics http://{metrics}/metrics"
               f"  ({config.workers} workers)", file=sys.stderr, flush=True)
+        hint = grafana_hint(config)
+        if hint is not None:
+            print(hint, file=sys.stderr, flush=True)
 
     supervisor = WorkerSupervisor(config)
     try:

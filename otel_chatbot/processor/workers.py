@@ -97,6 +97,7 @@ class WorkerSupervisor:
         from otel_chatbot.processor.fleet_state import FleetState
         from otel_chatbot.processor.multiproc_metrics import SupervisorCollector
         from otel_chatbot.store.migrate import migrate
+        from otel_chatbot.store.reader import ReaderRoleError, enable_reader_login
 
         config = self.config
         self.http_address = self._reserve("otlp_http", config.otlp_http)
@@ -117,8 +118,14 @@ class WorkerSupervisor:
             applied = migrate(url)
             if applied:
                 _log.info("applied migrations %s", applied)
+        if config.reader_password is not None:
+            try:
+                enable_reader_login(url, config.reader_password)
+            except ReaderRoleError as exc:
+                raise ConfigError(f"reader_password: {exc}") from None
+        # What there is one of is done here once: the workers get the URL and none of these settings.
         self._worker_config = dataclasses.replace(
-            config, database_url=url, migrate=False, workers=1,
+            config, database_url=url, migrate=False, workers=1, reader_password=None, db_listen=None,
             otlp_http=_address_text(self.http_address), otlp_grpc=_address_text(self.grpc_address),
             shutdown_timeout=worker_drain_timeout(config.shutdown_timeout))
         self._workers = [self._spawn(index) for index in range(config.workers)]

@@ -171,16 +171,16 @@ def _tree(pid: int) -> list[psutil.Process]:
     return [parent, *parent.children(recursive=True)]
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of the processor: the serve process and its live workers."""
-    total = 0.0
+def _cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU time of each processor process: the serve process and its live workers."""
+    out: dict[int, float] = {}
     for process in _tree(pid):
         try:
             times = process.cpu_times()
         except psutil.Error:
             continue
-        total += times.user + times.system
-    return total
+        out[process.pid] = times.user + times.system
+    return out
 
 
 def _rss(pid: int) -> int:
@@ -229,6 +229,7 @@ class Run:
     peak_rss: int
     processor_cpu: float
     postgres_cpu: float | None
+    per_process: list[float]  # CPU seconds of each processor process, largest first (the balance)
 
 
 def run_once(url: str, tmp: str, bodies: list[bytes], args: argparse.Namespace, workers: int,
@@ -281,7 +282,9 @@ def run_once(url: str, tmp: str, bodies: list[bytes], args: argparse.Namespace, 
     pg_cpu = None
     if cpu_before[1] is not None and cpu_after[1] is not None:
         pg_cpu = cpu_after[1] - cpu_before[1]
-    return Run(workers, elapsed, retries, stored, peak_rss, cpu_after[0] - cpu_before[0], pg_cpu)
+    per_process = sorted((cpu - cpu_before[0].get(pid, 0.0) for pid, cpu in cpu_after[0].items()),
+                         reverse=True)
+    return Run(workers, elapsed, retries, stored, peak_rss, sum(per_process), pg_cpu, per_process)
 
 
 def _worker_counts(text: str) -> list[int]:
@@ -355,6 +358,8 @@ def main() -> int:
             print(f", Postgres {r.postgres_cpu:.2f} s = {r.postgres_cpu / total * 1e6:.1f} us/span")
         else:
             print(" (Postgres CPU not measurable: external server)")
+        if len(r.per_process) > 1:
+            print(f"               CPU by process: {', '.join(f'{c:.2f} s' for c in r.per_process)}")
         if r.stored != total:
             print(f"ERROR: workers={r.workers}: expected {total} new rows, found {r.stored}", file=sys.stderr)
             failed = True

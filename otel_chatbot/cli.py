@@ -80,6 +80,7 @@ examples:
   otel-chatbot serve                                  # embedded Postgres, 127.0.0.1 ports
   otel-chatbot serve --database-url postgresql://otel@db/otel --otlp-http 0.0.0.0:4318
   OTEL_CHATBOT_AUTH_TOKEN=s3cret otel-chatbot serve --config /etc/otel-chatbot.yaml
+  otel-chatbot serve --workers 4                      # 4 processes on the same ports, one Postgres
   OTEL_CHATBOT_READER_PASSWORD=… otel-chatbot serve --db-listen 127.0.0.1:5433   # for your own Grafana
 
 every flag is also an environment variable (--queue-max-spans → OTEL_CHATBOT_QUEUE_MAX_SPANS) and a

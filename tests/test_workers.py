@@ -333,3 +333,43 @@ def test_bad_workers_exits_2_naming_the_key(argv: list[str], env: dict[str, str]
         monkeypatch.setenv(name, value)
     assert main(["serve", *argv]) == 2
     assert f"otel-chatbot: error: {message}" in capsys.readouterr().err
+
+
+def test_queue_bounded_per_worker_refusals_carry_retry_after(database_url: str) -> None:
+    """Each worker holds at most queue_max_spans: with the writer blocked, one 3-span request fits a
+    worker's queue of 4 and the rest are refused with 429 + Retry-After; the queued ones commit later."""
+    fleet = _start(["--database-url", database_url, "--queue-max-spans", "4"])
+    try:
+        wait_until(lambda: fleet.ready()[0] == 200, "both workers ready")
+        answers: list[tuple[int, str | None, list[str]]] = []
+        lock = threading.Lock()
+
+        def post() -> None:
+            body, traces = turn_request(3, service="bounded-bot")
+            r = httpx.post(f"{fleet.api}/v1/traces", content=body, headers=PROTOBUF, timeout=60)
+            with lock:
+                answers.append((r.status_code, r.headers.get("Retry-After"), traces))
+
+        senders = [threading.Thread(target=post) for _ in range(6)]
+        with writer_blocked(database_url):
+            for t in senders:
+                t.start()
+            # Each request is either queued (waiting for its commit) or refused at once.
+            wait_until(lambda: len(answers) + (fleet.sample("otel_chatbot_queue_spans") or 0) / 3 == 6,
+                       "every request queued or refused")
+            queued = fleet.sample("otel_chatbot_queue_spans")
+            assert queued in (3, 6)  # one request per worker that got any: never more than 4 spans each
+            refused = list(answers)
+            assert len(refused) == 6 - queued / 3
+            assert all(status == 429 and retry_after is not None for status, retry_after, _t in refused)
+        for t in senders:
+            t.join(60)
+        accepted = [traces for status, _r, traces in answers if status == 200]
+        assert len(accepted) == queued / 3
+        assert count_spans(database_url, [t for traces in accepted for t in traces]) == queued
+        assert fleet.sample("otel_chatbot_spans_refused_total", transport="http", reason="queue_full") == \
+            3 * len(refused)
+    finally:
+        fleet.proc.send_signal(signal.SIGTERM)
+        fleet.proc.wait(60)
+        _stop(fleet)

@@ -7,7 +7,11 @@ spans/s from the first request to the last 200 (200 means committed). Then, on t
 the same rows, measures the raw COPY ceiling: the stored rows, pre-built as COPY text, copied into a
 plain table (no partitions, no keys) in commits of the same size. Prints both and the ratio.
 
-    python benchmarks/ingest.py [--batches 200] [--batch-size 512] [--connections 4]
+With ``--workers 1,2`` the processor runs once per worker count (``serve --workers N``, fresh spans each
+time, one Postgres) and the figures of every run are printed side by side: spans/s, CPU per span of
+the processor processes (supervisor and workers) and of Postgres, the peak RSS of all of them together.
+
+    python benchmarks/ingest.py [--batches 200] [--batch-size 512] [--connections 4] [--workers 1,2]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -160,9 +165,32 @@ def send_all(port: int, bodies: list[bytes], connections: int) -> tuple[float, i
     return elapsed, retries[0]
 
 
-def _cpu_seconds(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
+def _tree(pid: int) -> list[psutil.Process]:
+    """The serve process and its worker processes (serve --workers N)."""
+    parent = psutil.Process(pid)
+    return [parent, *parent.children(recursive=True)]
+
+
+def _cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU time of each processor process: the serve process and its live workers."""
+    out: dict[int, float] = {}
+    for process in _tree(pid):
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        out[process.pid] = times.user + times.system
+    return out
+
+
+def _rss(pid: int) -> int:
+    total = 0
+    for process in _tree(pid):
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
 
 
 def _postgres_cpu_seconds(data_dir: Path) -> float | None:
@@ -192,26 +220,103 @@ def copy_ceiling(url: str, batch_size: int) -> tuple[float, int]:
     return elapsed, rows
 
 
+@dataclass
+class Run:
+    workers: int
+    elapsed: float
+    retries: int
+    stored: int
+    peak_rss: int
+    processor_cpu: float
+    postgres_cpu: float | None
+    per_process: list[float]  # CPU seconds of each processor process, largest first (the balance)
+
+
+def run_once(url: str, tmp: str, bodies: list[bytes], args: argparse.Namespace, workers: int,
+             warmup: bytes) -> Run:
+    """Serve with ``workers`` processes, send every body, measure; the serve process is stopped after."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "otel_chatbot.cli", "serve", "--database-url", url,
+           "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", "127.0.0.1:0",
+           "--metrics", "127.0.0.1:0", "--workers", str(workers), *args.serve_arg]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OTEL_CHATBOT_DATA_DIR": str(Path(tmp) / "data")})
+    peak_rss = 0
+    stop = threading.Event()
+
+    def watch_rss() -> None:
+        nonlocal peak_rss
+        while not stop.is_set():
+            try:
+                peak_rss = max(peak_rss, _rss(proc.pid))
+            except psutil.Error:
+                return
+            time.sleep(0.05)
+
+    try:
+        _wait_ready(port, proc)
+        watcher = threading.Thread(target=watch_rss, daemon=True)
+        watcher.start()
+        # warm-up: one request per connection, not counted
+        send_all(port, [warmup] * args.connections, args.connections)
+        with psycopg.connect(url) as conn:
+            before = conn.execute("SELECT count(*) FROM spans").fetchone()
+        profiler = None
+        if args.profile:
+            profiler = subprocess.Popen(["py-spy", "record", "--format", "raw", "--rate", "250",
+                                         "--output", args.profile, "--pid", str(proc.pid), "--subprocesses"])
+            time.sleep(1.0)  # let py-spy attach
+        cpu_before = _cpu_seconds(proc.pid), _postgres_cpu_seconds(Path(tmp) / "pg")
+        elapsed, retries = send_all(port, bodies, args.connections)
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            profiler.wait(timeout=60)
+        cpu_after = _cpu_seconds(proc.pid), _postgres_cpu_seconds(Path(tmp) / "pg")
+        stop.set()
+        watcher.join()
+        with psycopg.connect(url) as conn:
+            after = conn.execute("SELECT count(*) FROM spans").fetchone()
+        stored = (after[0] if after else 0) - (before[0] if before else 0)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    pg_cpu = None
+    if cpu_before[1] is not None and cpu_after[1] is not None:
+        pg_cpu = cpu_after[1] - cpu_before[1]
+    per_process = sorted((cpu - cpu_before[0].get(pid, 0.0) for pid, cpu in cpu_after[0].items()),
+                         reverse=True)
+    return Run(workers, elapsed, retries, stored, peak_rss, sum(per_process), pg_cpu, per_process)
+
+
+def _worker_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SystemExit(f"--workers: expected numbers like 1,2, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise SystemExit(f"--workers: expected numbers >= 1 like 1,2, got {text!r}")
+    return counts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=200, help="number of OTLP requests (default 200)")
     parser.add_argument("--batch-size", type=int, default=512, help="spans per request (default 512)")
     parser.add_argument("--connections", type=int, default=4, help="concurrent keep-alive connections")
+    parser.add_argument("--workers", default="1", metavar="N[,N...]",
+                        help="serve --workers for each run, e.g. 1,2 (default 1)")
     parser.add_argument("--database-url", help="use this Postgres instead of an embedded one")
     parser.add_argument("--profile", metavar="FILE",
                         help="sample the processor with py-spy (pip install py-spy) while the requests run "
                              "and write collapsed stacks to FILE")
     parser.add_argument("--serve-arg", action="append", default=[], help="extra argument for `serve`")
     args = parser.parse_args()
+    counts = _worker_counts(args.workers)
 
-    rng = random.Random(7)
     now = time.time_ns()
-    print(f"building {args.batches} requests of {args.batch_size} spans ...", flush=True)
-    bodies = [build_request(rng, args.batch_size, now) for _ in range(args.batches)]
     total = args.batches * args.batch_size
-    print(f"  {sum(map(len, bodies)) / len(bodies) / 1024:.0f} KiB per request", flush=True)
-
+    warmup = build_request(random.Random(1), args.batch_size, now)
+    runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="otel-chatbot-bench-") as tmp:
         embedded = None
         url = args.database_url
@@ -219,80 +324,46 @@ def main() -> int:
             embedded = EmbeddedPostgres(Path(tmp) / "pg")
             url = embedded.start()
         try:
-            port = _free_port()
-            cmd = [sys.executable, "-m", "otel_chatbot.cli", "serve", "--database-url", url,
-                   "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", "127.0.0.1:0",
-                   "--metrics", "127.0.0.1:0", *args.serve_arg]
-
-            proc = subprocess.Popen(cmd, env={**os.environ, "OTEL_CHATBOT_DATA_DIR": str(Path(tmp) / "data")})
-            peak_rss = 0
-            stop = threading.Event()
-
-            def watch_rss() -> None:
-                nonlocal peak_rss
-                ps = psutil.Process(proc.pid)
-                while not stop.is_set():
-                    try:
-                        peak_rss = max(peak_rss, ps.memory_info().rss)
-                    except psutil.Error:
-                        return
-                    time.sleep(0.05)
-
-            try:
-                _wait_ready(port, proc)
-                watcher = threading.Thread(target=watch_rss, daemon=True)
-                watcher.start()
-                # warm-up: one request, not counted
-                send_all(port, [build_request(random.Random(1), args.batch_size, now)], 1)
-                with psycopg.connect(url) as conn:
-                    before = conn.execute("SELECT count(*) FROM spans").fetchone()
-                profiler = None
-                if args.profile:
-                    profiler = subprocess.Popen(["py-spy", "record", "--format", "raw", "--rate", "250",
-                                                 "--output", args.profile, "--pid", str(proc.pid)])
-                    time.sleep(1.0)  # let py-spy attach
-                cpu_before = _cpu_seconds(proc.pid), _postgres_cpu_seconds(Path(tmp) / "pg")
-                elapsed, retries = send_all(port, bodies, args.connections)
-                if profiler is not None:
-                    profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-                    profiler.wait(timeout=60)
-                cpu_after = _cpu_seconds(proc.pid), _postgres_cpu_seconds(Path(tmp) / "pg")
-                stop.set()
-                watcher.join()
-                with psycopg.connect(url) as conn:
-                    after = conn.execute("SELECT count(*) FROM spans").fetchone()
-                    turns = conn.execute("SELECT count(*), sum(input_tokens) FROM chat_turns").fetchone()
-                stored = (after[0] if after else 0) - (before[0] if before else 0)
-            finally:
-                proc.terminate()
-                proc.wait(timeout=60)
+            for run, workers in enumerate(counts):
+                rng = random.Random(7 + run)  # new trace ids each run: every span is new
+                print(f"building {args.batches} requests of {args.batch_size} spans ...", flush=True)
+                bodies = [build_request(rng, args.batch_size, now) for _ in range(args.batches)]
+                print(f"  {sum(map(len, bodies)) / len(bodies) / 1024:.0f} KiB per request; "
+                      f"serve --workers {workers}", flush=True)
+                runs.append(run_once(url, tmp, bodies, args, workers, warmup))
+                del bodies
+            with psycopg.connect(url) as conn:
+                turns = conn.execute("SELECT count(*), sum(input_tokens) FROM chat_turns").fetchone()
             ceiling_s, ceiling_rows = copy_ceiling(url, args.batch_size)
         finally:
             if embedded is not None:
                 embedded.shutdown()
 
-    e2e = total / elapsed
     ceiling = ceiling_rows / ceiling_s
-    print(f"end to end   : {total} spans in {elapsed:.2f} s = {e2e:,.0f} spans/s durable "
-          f"({stored} new rows stored, {retries} retried requests)")
-    if turns:
-        print(f"               {turns[0]} turns, {turns[1]} input tokens summed")
+    print(f"load average : {' '.join(f'{v:.2f}' for v in os.getloadavg())} (1, 5, 15 min) after the runs")
     print(f"COPY ceiling : {ceiling_rows} rows in {ceiling_s:.2f} s = {ceiling:,.0f} rows/s "
           f"(plain table, {args.batch_size}-row commits)")
-    print(f"ratio        : {e2e / ceiling:.2f} of the raw COPY ceiling")
-    print(f"peak RSS     : {peak_rss / 2**20:.0f} MiB (processor process)")
-    processor_cpu = cpu_after[0] - cpu_before[0]
-    print(f"CPU          : processor {processor_cpu:.2f} s ({processor_cpu / elapsed:.0%} of one core, "
-          f"{processor_cpu / total * 1e6:.1f} us/span)", end="")
-    if cpu_before[1] is not None and cpu_after[1] is not None:
-        pg_cpu = cpu_after[1] - cpu_before[1]
-        print(f", Postgres {pg_cpu:.2f} s ({pg_cpu / elapsed:.0%}, {pg_cpu / total * 1e6:.1f} us/span)")
-    else:
-        print(" (Postgres CPU not measurable: external server)")
-    if stored != total:
-        print(f"ERROR: expected {total} new rows, found {stored}", file=sys.stderr)
-        return 1
-    return 0
+    if turns:
+        print(f"stored       : {turns[0]} turns, {turns[1]} input tokens summed (all runs)")
+    failed = False
+    first = total / runs[0].elapsed
+    for r in runs:
+        e2e = total / r.elapsed
+        print(f"workers={r.workers:<2}   : {total} spans in {r.elapsed:.2f} s = {e2e:,.0f} spans/s durable "
+              f"({e2e / ceiling:.2f} of the COPY ceiling, x{e2e / first:.2f} of workers={runs[0].workers}; "
+              f"{r.stored} new rows, {r.retries} retried requests)")
+        print(f"               peak RSS {r.peak_rss / 2**20:.0f} MiB (all processor processes); CPU "
+              f"processor {r.processor_cpu:.2f} s = {r.processor_cpu / total * 1e6:.1f} us/span", end="")
+        if r.postgres_cpu is not None:
+            print(f", Postgres {r.postgres_cpu:.2f} s = {r.postgres_cpu / total * 1e6:.1f} us/span")
+        else:
+            print(" (Postgres CPU not measurable: external server)")
+        if len(r.per_process) > 1:
+            print(f"               CPU by process: {', '.join(f'{c:.2f} s' for c in r.per_process)}")
+        if r.stored != total:
+            print(f"ERROR: workers={r.workers}: expected {total} new rows, found {r.stored}", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("queue_max_spans", "N", "spans accepted but not yet committed before refusing with 429 (default 50000)"),
     ("write_batch_spans", "N", "most spans committed in one database transaction (default 8192)"),
     ("writers", "N", "database writer threads/connections committing in parallel (default 1)"),
+    ("workers", "N", "serve: processes sharing the ports, each with its own pipeline and writer "
+                     "(default: one per CPU; 1: a single process)"),
     ("redact_ner_model", "MODEL", "spaCy model of the NER backend (default en_core_web_sm; "
                                   "needs --redact-ner)"),
     ("pseudonym_key", "KEY", "with --redact: stable keyed tokens (<EMAIL:7f3a09c2>) instead of markers; "
@@ -78,6 +80,7 @@ examples:
   otel-chatbot serve                                  # embedded Postgres, 127.0.0.1 ports
   otel-chatbot serve --database-url postgresql://otel@db/otel --otlp-http 0.0.0.0:4318
   OTEL_CHATBOT_AUTH_TOKEN=s3cret otel-chatbot serve --config /etc/otel-chatbot.yaml
+  otel-chatbot serve --workers 4                      # 4 processes on the same ports, one Postgres
   OTEL_CHATBOT_READER_PASSWORD=… otel-chatbot serve --db-listen 127.0.0.1:5433   # for your own Grafana
 
 every flag is also an environment variable (--queue-max-spans → OTEL_CHATBOT_QUEUE_MAX_SPANS) and a
@@ -187,6 +190,8 @@ def _setup_logging(level: str) -> None:
 
 
 def _serve(config: ProcessorConfig) -> int:
+    if config.workers > 1:
+        return _serve_workers(config)
     from otel_chatbot.processor.app import Processor, grafana_hint, run_until_signal
 
     processor = Processor(config)
@@ -203,6 +208,27 @@ def _serve(config: ProcessorConfig) -> int:
     if hint is not None:
         print(hint, file=sys.stderr, flush=True)
     return run_until_signal(processor)
+
+
+def _serve_workers(config: ProcessorConfig) -> int:
+    from otel_chatbot.processor.app import grafana_hint
+    from otel_chatbot.processor.workers import WorkerSupervisor, run_supervisor
+
+    def banner(supervisor: WorkerSupervisor) -> None:
+        http, grpc, metrics = (f"{h}:{p}" for h, p in (supervisor.http_address or ("", 0),
+                                                       supervisor.grpc_address or ("", 0),
+                                                       supervisor.metrics_address or ("", 0)))
+        print(f"otel-chatbot serving: OTLP/HTTP http://{http}  OTLP/gRPC {grpc}  metrics http://{metrics}/metrics"
+              f"  ({config.workers} workers)", file=sys.stderr, flush=True)
+        hint = grafana_hint(config)
+        if hint is not None:
+            print(hint, file=sys.stderr, flush=True)
+
+    supervisor = WorkerSupervisor(config)
+    try:
+        return run_supervisor(supervisor, banner)
+    finally:
+        supervisor.shutdown(5.0)
 
 
 @contextlib.contextmanager

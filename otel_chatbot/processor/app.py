@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from otel_chatbot.processor.auth import BearerAuth
 from otel_chatbot.processor.config import ConfigError, ProcessorConfig, split_address
 from otel_chatbot.processor.grpc_receiver import GrpcReceiver
-from otel_chatbot.processor.http_receiver import HttpReceiver
+from otel_chatbot.processor.http_receiver import HttpReceiver, ReadyCheck
 from otel_chatbot.processor.metrics import ProcessorMetrics
 from otel_chatbot.processor.pipeline import Pipeline
 from otel_chatbot.processor.pricing import PriceTable
@@ -63,9 +63,17 @@ def grafana_hint(config: ProcessorConfig) -> str | None:
 class Processor:
     """``start()`` returns when every listener is bound; ``shutdown()`` drains and is safe twice."""
 
-    def __init__(self, config: ProcessorConfig, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, config: ProcessorConfig, registry: CollectorRegistry | None = None, *,
+                 metrics: ProcessorMetrics | None = None, serve_metrics: bool = True,
+                 reuse_port: bool = False, fleet_ready: ReadyCheck | None = None) -> None:
+        """The last four serve one worker of ``serve --workers N`` (processor/worker.py): metrics kept for
+        the parent's /metrics instead of served here, listeners on ports shared with the other workers,
+        and /readyz also asking whether the other workers are ready."""
         self.config = config
-        self.metrics = ProcessorMetrics(registry, label_cap=config.label_cap)
+        self.metrics = metrics or ProcessorMetrics(registry, label_cap=config.label_cap)
+        self._serve_metrics = serve_metrics
+        self._reuse_port = reuse_port
+        self._fleet_ready = fleet_ready
         self._embedded: EmbeddedPostgres | None = None
         self._url: str | None = None
         self._pipeline: Pipeline | None = None
@@ -153,15 +161,17 @@ class Processor:
         self._pipeline.start()
 
         host, port = split_address("metrics", config.metrics)
-        with _listening("metrics", config.metrics):
-            server, _thread = start_http_server(port, host, registry=self.metrics.registry)
-        self._metrics_server = server
-        self._metrics_address = (host, int(server.server_address[1]))
+        if self._serve_metrics:
+            with _listening("metrics", config.metrics):
+                server, _thread = start_http_server(port, host, registry=self.metrics.registry)
+            self._metrics_server = server
+            port = int(server.server_address[1])
+        self._metrics_address = (host, port)
 
         host, port = split_address("otlp_grpc", config.otlp_grpc)
         self._grpc = GrpcReceiver(host, port, self._pipeline, prices=prices, auth=auth,
                                   max_body_bytes=config.max_body_bytes, workers=config.grpc_workers,
-                                  redact=redact)
+                                  redact=redact, reuse_port=self._reuse_port)
         with _listening("otlp_grpc", config.otlp_grpc):
             self._grpc.start()
         host, port = split_address("otlp_http", config.otlp_http)
@@ -170,11 +180,13 @@ class Processor:
                                   turn_exists=self._api_pool.turn_exists, redact=redact,
                                   graceful_timeout=config.shutdown_timeout,
                                   cors_origins=config.cors_origin_list,
-                                  extra_routes=[self._review_page()])
+                                  extra_routes=[self._review_page()], reuse_port=self._reuse_port)
         with _listening("otlp_http", config.otlp_http):
             self._http.start()
-        _log.info("otel-chatbot processor: OTLP/HTTP %s:%d, OTLP/gRPC %s:%d, metrics %s:%d",
-                  *self.http_address, *self.grpc_address, *self._metrics_address)
+        host, port = self._metrics_address
+        metrics = f"{host}:{port}" if self._serve_metrics else "served by the supervisor"
+        _log.info("otel-chatbot processor: OTLP/HTTP %s:%d, OTLP/gRPC %s:%d, metrics %s",
+                  *self.http_address, *self.grpc_address, metrics)
 
     def shutdown(self, timeout: float = 30.0) -> None:
         with self._lock:
@@ -216,6 +228,13 @@ class Processor:
 
     # --- health ----------------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:
+        """(ready, reason): this process is (``local_readiness``) and, with workers, so are the others."""
+        ready, reason = self.local_readiness()
+        if ready and self._fleet_ready is not None:
+            return self._fleet_ready()
+        return ready, reason
+
+    def local_readiness(self) -> tuple[bool, str]:
         """(ready, reason): the database answers, is migrated to LATEST_VERSION, the writer is up."""
         pipeline, pool = self._pipeline, self._api_pool
         if pipeline is None or pool is None:

@@ -40,6 +40,14 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("OTEL_CHATBOT_DATA_DIR") or "~/.local/share/otel-chatbot").expanduser()
 
 
+def default_workers() -> int:
+    """One worker process per CPU this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 @dataclass(frozen=True)
 class ProcessorConfig:
     otlp_http: str = "127.0.0.1:4318"
@@ -71,6 +79,10 @@ class ProcessorConfig:
     # second one gained 10-15% with 16 concurrent senders and nothing measurable with 8 (the two
     # transactions compete for the same Postgres CPU); raise it on bigger machines.
     writers: int = 1
+    # Processes of `serve`, each with its own receivers, pipeline and writer on shared ports
+    # (SO_REUSEPORT) and one Postgres: decoding and counting use every core instead of one GIL.
+    # 1: a single process. queue_max_spans, writers and the pools apply to each worker.
+    workers: int = field(default_factory=default_workers)
     prices_file: Path | None = None
     label_cap: int = 50
     # Redact PII in message attributes on the processor too (the SDK already does it at the source).
@@ -146,6 +158,9 @@ class ProcessorConfig:
         _at_least("writers", self.writers, 1)
         if self.writers > 16:
             raise ConfigError(f"writers: at most 16, got {self.writers}")
+        _at_least("workers", self.workers, 1)
+        if self.workers > 64:
+            raise ConfigError(f"workers: at most 64, got {self.workers}")
         _at_least("label_cap", self.label_cap, 1)
         _at_least("grpc_workers", self.grpc_workers, 1)
         if not self.pending_feedback_max_age > 0:

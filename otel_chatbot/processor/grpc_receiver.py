@@ -140,8 +140,10 @@ class GrpcReceiver:
     """``start()`` binds ``host:port`` (0 → free port, see ``address``); ``shutdown()`` safe twice."""
 
     def __init__(self, host: str, port: int, pipeline: Pipeline, *, prices: PriceTable, auth: BearerAuth,
-                 max_body_bytes: int, workers: int = 16, redact: Redact | None = None) -> None:
+                 max_body_bytes: int, workers: int = 16, redact: Redact | None = None,
+                 reuse_port: bool = False) -> None:
         self._bind = (host, port)
+        self._reuse_port = reuse_port
         self._handlers = _Handlers(pipeline, auth)
         self._prices = prices
         self._redact = redact
@@ -162,7 +164,9 @@ class GrpcReceiver:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="otel-chatbot-grpc"),
             options=[("grpc.max_receive_message_length", self._max),
-                     ("grpc.max_send_message_length", 4 * 1024 * 1024)])
+                     ("grpc.max_send_message_length", 4 * 1024 * 1024),
+                     # worker processes share the port (serve --workers); one process holds it alone
+                     ("grpc.so_reuseport", 1 if self._reuse_port else 0)])
         # No maximum_concurrent_rpcs: grpcio would answer RESOURCE_EXHAUSTED without RetryInfo, which
         # the Collector treats as permanent (data loss). Concurrency is bounded by the clients' own
         # exporters; the pipeline's queue bounds what is decoded and held.

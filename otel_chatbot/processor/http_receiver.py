@@ -116,8 +116,9 @@ class HttpReceiver:
                  auth: BearerAuth, max_body_bytes: int, ready_check: ReadyCheck,
                  turn_exists: TurnExists, redact: Redact | None = None,
                  graceful_timeout: float = 30.0, cors_origins: Sequence[str] = (),
-                 extra_routes: Sequence[BaseRoute] = ()) -> None:
+                 extra_routes: Sequence[BaseRoute] = (), reuse_port: bool = False) -> None:
         self._bind = (host, port)
+        self._reuse_port = reuse_port
         self._pipeline = pipeline
         self._prices = prices
         self._auth = auth
@@ -154,7 +155,7 @@ class HttpReceiver:
     def start(self) -> None:
         if self._server is not None:
             return
-        sock = bind_socket(*self._bind)
+        sock = bind_socket(*self._bind, reuse_port=self._reuse_port)
         self._address = sock.getsockname()[:2]
         config = uvicorn.Config(self.app, lifespan="off", log_level="warning", access_log=False,
                                 timeout_keep_alive=30, timeout_graceful_shutdown=int(self._graceful_timeout),
@@ -321,12 +322,17 @@ def _otlp_response(message: Any, content_type: str, rejected_key: str, rejected:
     return Response(orjson.dumps({"partialSuccess": partial}), 200, media_type=JSON)
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket (port 0 → a free port); bind errors surface here, in start()."""
+def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket (port 0 → a free port); bind errors surface here, in start().
+
+    ``reuse_port``: SO_REUSEPORT, so worker processes listen on one port and the kernel spreads the
+    connections between them."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(1024)
     except OSError:

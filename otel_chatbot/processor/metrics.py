@@ -256,6 +256,7 @@ class ProcessorMetrics:
             self.turns, *self._flags, self.fallbacks, self.sessions, self.feedback, self.tokens, self.cost,
             self.turn_duration, self.evaluation_score, self.gen_ai_tokens, self.gen_ai_duration, self.folded,
         ]
+        self.chat_families: tuple[_CounterFamily | _HistogramFamily, ...] = tuple(families)
         self.registry.register(_ChatCollector(self._lock, families))
 
         r = self.registry
@@ -264,7 +265,9 @@ class ProcessorMetrics:
         self._refused = Counter("otel_chatbot_spans_refused_total",
                                 "Spans refused, by transport and reason.", ["transport", "reason"],
                                 registry=r)
-        self._queue = Gauge("otel_chatbot_queue_spans", "Spans waiting for the writer.", registry=r)
+        # livesum: with worker processes (serve --workers) the queues of the running workers add up.
+        self._queue = Gauge("otel_chatbot_queue_spans", "Spans waiting for the writer.", registry=r,
+                            multiprocess_mode="livesum")
         self._write = Histogram("otel_chatbot_write_duration_seconds", "Duration of one database write.",
                                 buckets=WRITE_DURATION_BUCKETS, registry=r)
         self._write_batch = Histogram("otel_chatbot_write_batch_spans", "Spans per database write.",

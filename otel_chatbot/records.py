@@ -44,7 +44,8 @@ class TurnRow:
     """One row of ``chat_turns``. ``auto`` turns were detected without ``chat.turn.id`` and are
     keyed by their trace id: a later-arriving ancestor in the same trace replaces them, and an
     SDK turn in the same trace suppresses them. The flags are those its batch shows (the store keeps
-    the flags of the batch's FlagRows, gathered per turn across batches)."""
+    the flags of the batch's FlagRows, gathered per turn across batches; a batch without FlagRows for
+    the turn has the turn's own flags stored)."""
 
     turn_id: str
     trace_id: str

@@ -43,7 +43,7 @@ class PartDelta:
         self.source_us = 0
         self.last_us = 0
 
-    def add_flags(self, f: FlagRow, start_us: int) -> None:
+    def add_flags(self, f: FlagRow | TurnRow, start_us: int) -> None:
         self.fallback |= f.fallback
         self.hallucinated |= f.hallucinated
         self.prompt_injection |= f.prompt_injection
@@ -59,10 +59,13 @@ class PartDelta:
         self.last_us = max(self.last_us, start_us)
 
 
-def part_deltas(new_spans: Iterable[SpanRow], flags: Iterable[FlagRow]) -> dict[PartKey, PartDelta]:
+def part_deltas(new_spans: Iterable[SpanRow], flags: Iterable[FlagRow],
+                turns: Iterable[TurnRow] = ()) -> dict[PartKey, PartDelta]:
     """Usage of the LLM spans (a token count or a cost present) among ``new_spans`` and the latest model
     any of them names (the turn's own span included: a turn's model is its parts' only); the flags of
-    ``flags``. (A TurnRow's flags are its batch's view: the stored ones come from the FlagRows.)"""
+    ``flags``. A turn's own flags count only when the batch has no FlagRow for its scope: normalise
+    derives them from those FlagRows (adding them again would date the reasons at the turn's start),
+    while records built directly (an import, a test) carry their flags on the turn alone."""
     deltas: dict[PartKey, PartDelta] = {}
     for s in new_spans:
         tokens_in, tokens_out, cost, model = s.input_tokens, s.output_tokens, s.cost_usd, s.model
@@ -79,8 +82,16 @@ def part_deltas(new_spans: Iterable[SpanRow], flags: Iterable[FlagRow]) -> dict[
         if model is not None and (d.model is None or (start_us, model) > (d.model_us, d.model)):
             d.model, d.model_us = model, start_us
         d.last_us = max(d.last_us, start_us)
+    flagged: set[PartKey] = set()
     for f in flags:
-        _delta(deltas, (f.trace_id, f.turn_scope)).add_flags(f, f.start_ns // 1000)
+        key = (f.trace_id, f.turn_scope)
+        flagged.add(key)
+        _delta(deltas, key).add_flags(f, f.start_ns // 1000)
+    for t in turns:
+        key = (t.trace_id, "" if t.auto else t.turn_id)
+        if key not in flagged and (t.fallback or t.hallucinated or t.prompt_injection or t.blocked
+                                   or t.rate_limited or t.fallback_reason or t.hallucination_source):
+            _delta(deltas, key).add_flags(t, t.start_ns // 1000)
     return deltas
 
 

@@ -183,7 +183,7 @@ class BatchWriter:
         cur = copy_cursor(conn)
         work.new_spans = self._copy_spans(conn, cur, batch.spans)
         # Usage of the spans stored for the first time only: each span counts once.
-        work.parts = part_deltas(work.new_spans, batch.flags)
+        work.parts = part_deltas(work.new_spans, batch.flags, work.turns)
         probe = self._lock_and_probe(conn, work, direct=direct)
         self._copy_fresh_turns(cur, work, probe)
         if work.merge:

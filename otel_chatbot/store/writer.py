@@ -5,9 +5,9 @@ write() in four round trips (daily partitions are created before, in their own t
      COPY fails on the primary key: roll back, COPY into a TEMP staging table, then
      INSERT … ON CONFLICT DO NOTHING RETURNING to learn which spans are new.
   2. Pipelined: advisory locks on the touched trace/turn ids (sorted: no deadlock between writers);
-     add the new LLM spans' usage to ``trace_usage`` and, with the flags of this batch's spans, to
-     ``turn_parts`` (usage exactly once: only spans new in 1.); probe the turns already stored for
-     the traces of this batch's turns and parts; read the parts of the turn traces.
+     add the new LLM spans' usage and the flags of this batch's spans to ``turn_parts`` (usage exactly
+     once: only spans new in 1.; ``trace_usage`` is a view over it); probe the turns already stored
+     for the traces of this batch's turns and parts; read the other parts the new turns need.
   3. COPY the turns of traces with none stored (the common case) straight into ``chat_turns`` with
      the usage and flags of their parts (store/parts.py). The others (rare) go to a staging table.
   4. Pipelined, with the COMMIT: merges (SDK turns displace auto turns; the first auto candidate in

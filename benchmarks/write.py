@@ -7,7 +7,11 @@ Then COPYs the stored span rows, pre-built as COPY text, into a plain table (no 
 in commits of the same size: the ceiling. Prints both and the ratio.
 
     python benchmarks/write.py [--batches 200] [--batch-size 512] [--profile] [--explain]
-                               [--database-url URL]
+                               [--settle SECONDS] [--database-url URL]
+
+--settle is the writers' turn_settle_seconds (default 10, as `serve`): with it above 0 the timed run
+ends with each writer's settle() of every turn (what the writer threads do once a second), so the
+figure includes counting the turns; 0 counts them inside each write.
 
 --profile prints the top cProfile entries of the writes (Python side); --explain prints
 EXPLAIN (ANALYZE, BUFFERS) of the merge statements on one extra batch (PG side).
@@ -150,10 +154,10 @@ def copy_ceiling(url: str, batch_size: int) -> Run:
 
 
 def write_all(url: str, batches: list[NormalisedBatch], profile: bool = False,
-              writers: int = 1) -> tuple[Run, int, int]:
-    """Write every batch through ``writers`` BatchWriters (one thread each, batches dealt round-robin);
-    returns (the run, new spans, new turns)."""
-    pool = [BatchWriter(url) for _ in range(writers)]
+              writers: int = 1, settle: float = 10.0) -> tuple[Run, int, int]:
+    """Write every batch through ``writers`` BatchWriters (one thread each, batches dealt round-robin),
+    then settle every turn; returns (the run, new spans, turns counted)."""
+    pool = [BatchWriter(url, settle_seconds=settle) for _ in range(writers)]
     for w in pool:
         w.start()
     counts = [[0, 0] for _ in pool]
@@ -164,6 +168,8 @@ def write_all(url: str, batches: list[NormalisedBatch], profile: bool = False,
             result = pool[index].write(batch)
             counts[index][0] += len(result.new_spans)
             counts[index][1] += len(result.new_turns)
+        if settle > 0:  # every turn final: what the writer threads' periodic settle does over time
+            counts[index][1] += len(pool[index].settle(until_ns=time.time_ns() + 10**15).new_turns)
 
     pids = [w._conn.info.backend_pid for w in pool if w._conn is not None]
     server_cpu, client_cpu = _backend_cpu(pids), time.process_time()
@@ -222,6 +228,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="writer run + ceiling run pairs, each on a fresh database (default 3)")
     parser.add_argument("--writers", type=int, default=1, help="concurrent BatchWriters (default 1)")
+    parser.add_argument("--settle", type=float, default=10.0,
+                        help="writers' turn_settle_seconds (default 10; 0: turns counted inside each write)")
     parser.add_argument("--database-url", help="admin URL of a Postgres to use instead of an embedded one")
     parser.add_argument("--profile", action="store_true", help="cProfile the writes (one writer)")
     parser.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE one extra batch's statements")
@@ -249,8 +257,9 @@ def main() -> int:
             for round_no in range(1, args.rounds + 1):
                 name, url = fresh_database(admin_url)
                 try:
-                    write_all(url, [warmup])  # partitions, caches, plans: not counted
-                    run, new_spans, new_turns = write_all(url, batches, args.profile, args.writers)
+                    write_all(url, [warmup], settle=args.settle)  # partitions, caches, plans: not counted
+                    run, new_spans, new_turns = write_all(url, batches, args.profile, args.writers,
+                                                          args.settle)
                     if args.explain and round_no == 1:
                         explain(url, build_batch(rng, args.batch_size, now))
                     ceiling = copy_ceiling(url, args.batch_size)

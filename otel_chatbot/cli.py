@@ -50,6 +50,8 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("pending_feedback_max", "N", "most feedback events waiting for their turn at once (default 10000)"),
     ("api_pool_size", "N", "database connections of the HTTP API and /readyz (default 4)"),
     ("shutdown_timeout", "SECONDS", "how long SIGTERM waits for queued data to commit (default 30)"),
+    ("turn_settle_seconds", "SECONDS", "count a turn in the chat metrics once no span of its trace changed "
+                                       "it for this long (default 10; 0: at commit)"),
     ("log_level", "LEVEL", "debug, info, warning or error (default info)"),
     ("judge_sample_rate", "FRACTION", "LLM-judge this fraction of new turns in the background "
                                       "(default 0: off)"),

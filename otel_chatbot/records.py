@@ -34,13 +34,18 @@ class SpanRow:
     output_tokens: int | None = None
     cost_usd: float | None = None
     operation: str | None = None  # gen_ai.operation.name, e.g. "chat"
+    # Whose usage and flags this span is: the turn id it carries (chat.turn.id, else chat.in_turn), or
+    # "" for a span of the trace that no turn claims (shared by the trace's auto turn or sole SDK turn).
+    turn_scope: str = ""
 
 
 @dataclass(slots=True)
 class TurnRow:
     """One row of ``chat_turns``. ``auto`` turns were detected without ``chat.turn.id`` and are
     keyed by their trace id: a later-arriving ancestor in the same trace replaces them, and an
-    SDK turn in the same trace suppresses them."""
+    SDK turn in the same trace suppresses them. The flags are those its batch shows (the store keeps
+    the flags of the batch's FlagRows, gathered per turn across batches; a batch without FlagRows for
+    the turn has the turn's own flags stored)."""
 
     turn_id: str
     trace_id: str
@@ -66,6 +71,23 @@ class TurnRow:
 
 
 @dataclass(slots=True)
+class FlagRow:
+    """The turn flags one span raises (chat.* flags, a failed OpenInference GUARDRAIL). Stored apart
+    from its turn, per (trace, turn scope), so the flags reach the turn whichever arrives first."""
+
+    trace_id: str
+    turn_scope: str  # as SpanRow.turn_scope
+    start_ns: int  # the span's start: the earliest span's reason wins
+    fallback: bool = False
+    fallback_reason: str | None = None
+    hallucinated: bool = False
+    hallucination_source: str | None = None
+    prompt_injection: bool = False
+    blocked: bool = False
+    rate_limited: bool = False
+
+
+@dataclass(slots=True)
 class FeedbackRow:
     """A rating of a turn. Latest ``time_ns`` wins per turn."""
 
@@ -82,6 +104,7 @@ class NormalisedBatch:
     spans: list[SpanRow] = field(default_factory=list)
     turns: list[TurnRow] = field(default_factory=list)
     feedback: list[FeedbackRow] = field(default_factory=list)
+    flags: list[FlagRow] = field(default_factory=list)
     # Feedback events (spans or log records) dropped because the rating is not "up"/"down" or the
     # turn id is missing: the receiver reports them (OTLP partial success) instead of failing the request.
     invalid_feedback: int = 0
@@ -90,6 +113,7 @@ class NormalisedBatch:
         self.spans.extend(other.spans)
         self.turns.extend(other.turns)
         self.feedback.extend(other.feedback)
+        self.flags.extend(other.flags)
         self.invalid_feedback += other.invalid_feedback
 
     def __len__(self) -> int:
@@ -98,10 +122,16 @@ class NormalisedBatch:
 
 @dataclass(slots=True)
 class CommitResult:
-    """What a write added for the first time; drives the Prometheus chat metrics."""
+    """What a write (or a settle) added for the first time; drives the Prometheus chat metrics.
+
+    Turns are reported when they are counted (see BatchWriter's settle): ``new_turns`` once per turn,
+    with its stored values; ``corrected_turns`` for turns counted before whose row has since raised a
+    flag not yet counted (only those flags are set: the counters add them, nothing else is observed).
+    """
 
     new_spans: list[SpanRow] = field(default_factory=list)  # LLM spans are the ones with tokens
-    new_turns: list[TurnRow] = field(default_factory=list)  # first-time turns only (not replacements)
+    new_turns: list[TurnRow] = field(default_factory=list)  # turns counted for the first time
+    corrected_turns: list[TurnRow] = field(default_factory=list)
     new_feedback: list[FeedbackRow] = field(default_factory=list)  # events that changed a rating
     # first-seen sessions as (session, service, source)
     new_sessions: list[tuple[str, str, str | None]] = field(default_factory=list)

@@ -26,6 +26,8 @@ def make_processor(database_url: str | None, **settings: object) -> Processor:
         "otlp_grpc": "127.0.0.1:0",
         "metrics": "127.0.0.1:0",
         "database_url": database_url,
+        # Short, so tests reading chat metrics wait little; still through the periodic settle.
+        "turn_settle_seconds": 0.2,
     }
     flags.update(settings)
     return Processor(load_config(flags, {}, None))

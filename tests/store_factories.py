@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from otel_chatbot.records import FeedbackRow, SpanRow, TurnRow
+from otel_chatbot.records import FeedbackRow, FlagRow, SpanRow, TurnRow
 
 DAY_NS = 86_400 * 10**9
 NOW_NS = (time.time_ns() // DAY_NS) * DAY_NS + 12 * 3600 * 10**9  # today 12:00 UTC: no day boundary nearby
@@ -52,6 +52,14 @@ def turn(trace: str, *, turn_id: str | None = None, sid: str | None = None, auto
         span_id=sid or span_id(), auto=auto, session_id=session, user_id=user, source=source, service=service,
         start_ns=start_ns, latency_s=0.9, user_message=user_message, bot_response=bot_response, model=None,
         **flags)
+
+
+def flags_of(turn: TurnRow) -> FlagRow:
+    """The FlagRow a turn span with ``turn``'s flags makes (what the store keeps a turn's flags from)."""
+    return FlagRow(turn.trace_id, "" if turn.auto else turn.turn_id, turn.start_ns, fallback=turn.fallback,
+                   fallback_reason=turn.fallback_reason, hallucinated=turn.hallucinated,
+                   hallucination_source=turn.hallucination_source, prompt_injection=turn.prompt_injection,
+                   blocked=turn.blocked, rate_limited=turn.rate_limited)
 
 
 def feedback(turn_id: str, rating: str, time_ns: int, *, comment: str | None = None,

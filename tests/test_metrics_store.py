@@ -16,7 +16,8 @@ def _conversation() -> NormalisedBatch:
     llm = f.llm_span(trace, parent=root.span_id, input_tokens=120, output_tokens=30, cost_usd=0.002)
     turn = f.turn(trace, sid=root.span_id, auto=False, turn_id="turn-1", fallback=True,
                   fallback_reason="no_answer")
-    return NormalisedBatch(spans=[root, llm], turns=[turn], feedback=[f.feedback("turn-1", "down", f.NOW_NS)])
+    return NormalisedBatch(spans=[root, llm], turns=[turn], flags=[f.flags_of(turn)],
+                           feedback=[f.feedback("turn-1", "down", f.NOW_NS)])
 
 
 def _value(m: ProcessorMetrics, name: str, **labels: str) -> float | None:

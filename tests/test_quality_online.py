@@ -115,7 +115,9 @@ def test_a_full_judge_queue_drops_and_counts_without_slowing_ingest(database_url
             # …so of the next five, one waits in the queue (max 1) and four are dropped.
             _send_turns(processor, [{"id": f"more-{i}", "user": "q", "bot": "a"} for i in range(5)])
             assert fetch(database_url, "SELECT count(*) FROM chat_turns") == [(7,)]  # ingest unaffected
-            assert _metrics(processor)[("otel_chatbot_judge_dropped_total", ())] == 4.0
+            # Turns reach the judge when they settle (turn_settle_seconds after their commit).
+            wait_until(lambda: _metrics(processor).get(("otel_chatbot_judge_dropped_total", ())) == 4.0,
+                       "four turns dropped")
         finally:
             release.set()
         wait_until(lambda: fetch(database_url, "SELECT count(*) FROM evaluations") == [(3,)],

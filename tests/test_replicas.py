@@ -174,7 +174,7 @@ def _serve(database_url: str, replica: Replica) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "otel_chatbot.cli", "serve", "--database-url", database_url,
          "--otlp-http", replica.http, "--otlp-grpc", replica.grpc, "--metrics", replica.metrics,
-         "--log-level", "warning"],
+         "--log-level", "warning", "--turn-settle-seconds", "0.5"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -236,6 +236,7 @@ def test_replicas_write_each_span_and_turn_once(replicas: list[Replica], databas
 
     usage = fetch(database_url, "SELECT trace_id, input_tokens, output_tokens, llm_spans FROM trace_usage")
     assert sorted(usage) == sorted((c.trace_id.hex(), c.input_tokens, c.output_tokens, 2) for c in cases)
+    _wait_settled(database_url)  # sessions are stored, and turns counted, once their turns settle
     sessions = fetch(database_url, "SELECT count(*), count(DISTINCT session_id) FROM sessions")[0]
     assert sessions == (15, 15)
     totals = fetch(database_url, "SELECT sum(input_tokens), sum(output_tokens) FROM chat_turns")[0]
@@ -247,10 +248,22 @@ def test_replicas_write_each_span_and_turn_once(replicas: list[Replica], databas
         assert _metric_sum([replica], "otel_chatbot_spans_accepted_total") == 2 * TRACES * 3 / REPLICAS
     assert _metric_sum(replicas, "otel_chatbot_spans_committed_total") == TRACES * 3
     assert _metric_sum(replicas, "otel_chatbot_spans_duplicate_total") == TRACES * 3
-    assert _metric_sum(replicas, "chatbot_turns_total") == TRACES
+    _wait_metric(replicas, "chatbot_turns_total", TRACES)
     assert _metric_sum(replicas, "chatbot_tokens_total", type="input") == totals[0]
     assert _metric_sum(replicas, "chatbot_tokens_total", type="output") == totals[1]
-    assert _metric_sum(replicas, "chatbot_sessions_total") == 15
+    _wait_metric(replicas, "chatbot_sessions_total", 15)
+
+
+def _wait_settled(database_url: str) -> None:
+    """Until every turn is counted (settled: turn_settle_seconds after its last change)."""
+    wait_for(lambda: fetch(database_url, "SELECT count(*) FROM chat_turns WHERE counted IS NULL "
+                                         "OR settle_at IS NOT NULL") == [(0,)], 60, "the turns to settle")
+
+
+def _wait_metric(replicas: list[Replica], name: str, expected: float) -> None:
+    """Until the summed sample reads ``expected`` (a new series is read at 0 by its first scrape)."""
+    wait_for(lambda: _metric_sum(replicas, name) == expected, 30, f"{name} == {expected}")
+    assert _metric_sum(replicas, name) == expected
 
 
 def _metric_sum(replicas: list[Replica], name: str, **labels: str) -> float:
@@ -300,5 +313,6 @@ def test_children_committed_on_one_replica_before_their_root_on_another(
         i = int(case.spans[0].attributes[1].value.string_value.split()[-1])  # "question N"
         assert turns[case.trace_id.hex()] == (case.spans[0].span_id.hex(), f"question {i}",
                                               case.input_tokens, case.output_tokens)
-    assert _metric_sum(replicas, "chatbot_turns_total") == len(cases)
+    _wait_settled(database_url)
+    _wait_metric(replicas, "chatbot_turns_total", len(cases))
     assert _metric_sum(replicas, "chatbot_tokens_total", type="input") == sum(c.input_tokens for c in cases)

@@ -44,7 +44,7 @@ def _grpc_export(processor: Processor, body: bytes) -> grpc.RpcError:
 def test_bug_while_writing_is_500_over_http_and_logged(
     processor: Processor, database_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("otel_chatbot.store.writer.usage_of", _bug)
+    monkeypatch.setattr("otel_chatbot.store.writer.part_deltas", _bug)
     body, traces = turn_request(1)
     with caplog.at_level(logging.ERROR, logger="otel_chatbot.processor.pipeline"):
         response = httpx.post(f"{base_url(processor)}/v1/traces", content=body, headers=PROTOBUF, timeout=30)
@@ -80,7 +80,7 @@ def test_bug_while_decoding_is_500_over_http(
 def test_bug_while_writing_is_internal_over_grpc(
     processor: Processor, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("otel_chatbot.store.writer.usage_of", _bug)
+    monkeypatch.setattr("otel_chatbot.store.writer.part_deltas", _bug)
     body, traces = turn_request(1)
     error = _grpc_export(processor, body)
     assert error.code() == grpc.StatusCode.INTERNAL

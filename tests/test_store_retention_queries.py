@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from store_factories import DAY_NS, NOW_NS, feedback, llm_span, span, trace_id, turn
+from store_factories import DAY_NS, NOW_NS, feedback, flags_of, llm_span, span, trace_id, turn
 
 from otel_chatbot.records import NormalisedBatch
 from otel_chatbot.store.queries import chat_summary, format_summary, turn_exists
@@ -54,9 +54,10 @@ def test_chat_summary_and_turn_exists(writer: BatchWriter, database_url: str) ->
     writer.write(NormalisedBatch(
         spans=[llm_span(a, input_tokens=100, output_tokens=10, cost_usd=0.5),
                llm_span(b, input_tokens=50, output_tokens=5, cost_usd=0.25, model="gpt-4o-mini")],
-        turns=[turn(a, session="s1", user="u1", fallback=True),
-               turn(b, session="s1", user="u2", error=True, hallucinated=True),
-               turn(c, session="s2", user="u1", prompt_injection=True)],
+        turns=(turns := [turn(a, session="s1", user="u1", fallback=True),
+                         turn(b, session="s1", user="u2", error=True, hallucinated=True),
+                         turn(c, session="s2", user="u1", prompt_injection=True)]),
+        flags=[flags_of(t) for t in turns],
         feedback=[feedback(a, "down", NOW_NS), feedback(b, "up", NOW_NS)]))
     assert turn_exists(database_url, a) and not turn_exists(database_url, "no-such-turn")
     with psycopg.connect(database_url) as conn:

@@ -123,9 +123,9 @@ def test_turn_parts_cache_does_not_mix_turns() -> None:
     enc = TurnEncoder()
     a = turn(trace_id(), fallback=True)
     b = turn(trace_id())
-    (_, _, after_a), (_, _, after_b) = enc.turn_parts([a, b])
+    after_a, after_b = enc.tail(a, a.error), enc.tail(b, b.error)
     assert after_a != after_b  # the flags differ, so must their encodings
-    assert enc.turn_parts([turn(trace_id(), fallback=True)])[0][2] == after_a
+    assert enc.tail(turn(trace_id(), fallback=True), False) == after_a
 
 
 def test_upgrade_backfills_trace_usage_from_stored_spans(fresh_database_url: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from store_factories import DAY_NS, NOW_NS, US, feedback, llm_span, rows, span, trace_id, turn
+from store_factories import DAY_NS, NOW_NS, US, feedback, flags_of, llm_span, rows, span, trace_id, turn
 
 from otel_chatbot.errors import PermanentError
 from otel_chatbot.records import NormalisedBatch
@@ -78,7 +78,7 @@ def test_auto_turn_replaced_by_an_ancestor_arriving_later(writer: BatchWriter, d
     child_turn = turn(t, sid=child.span_id, start_ns=child.start_ns, session=None, user="u-child",
                       user_message="child q", bot_response="child a", fallback=True)
     first = writer.write(NormalisedBatch(spans=[child, llm_span(t, parent=child.span_id)],
-                                         turns=[child_turn]))
+                                         turns=[child_turn], flags=[flags_of(child_turn)]))
     assert [x.turn_id for x in first.new_turns] == [t]
 
     root_turn = turn(t, sid=root.span_id, start_ns=root.start_ns, session="s-9", user=None,
@@ -92,7 +92,7 @@ def test_auto_turn_replaced_by_an_ancestor_arriving_later(writer: BatchWriter, d
     assert row == (t, root.span_id, True, "s-9", "u-child", "root q", "child a", True, 100)
 
     # A descendant arriving after the ancestor does not take over.
-    third = writer.write(NormalisedBatch(turns=[turn(t, start_ns=NOW_NS + 5, user_message="late")]))
+    third = writer.write(NormalisedBatch(turns=[turn(t, start_ns=NOW_NS + 5 * US, user_message="late")]))
     assert third.new_turns == []
     assert rows(database_url, "SELECT span_id, user_message FROM chat_turns") == [(root.span_id, "root q")]
 
@@ -103,7 +103,9 @@ def test_sdk_turn_suppresses_auto_turns_of_its_trace(writer: BatchWriter, databa
     assert rows(database_url, "SELECT auto FROM chat_turns") == [(True,)]
     sdk = turn(t, auto=False, turn_id="turn-abc", start_ns=NOW_NS - 10)
     result = writer.write(NormalisedBatch(turns=[sdk]))
-    assert [x.turn_id for x in result.new_turns] == ["turn-abc"]
+    # The auto turn was counted at its commit: the SDK turn replacing it is the same turn, not a new one.
+    assert result.new_turns == []
+    assert rows(database_url, "SELECT counted FROM chat_turns") == [(1,)]
     assert rows(database_url, "SELECT turn_id, auto, input_tokens FROM chat_turns") == [
         ("turn-abc", False, 100)]
     # A later auto candidate of the same trace is not inserted.
@@ -231,7 +233,7 @@ def test_write_after_shutdown_is_unavailable(database_url: str) -> None:
 
 def test_fold_auto_turns_keeps_the_earliest_identity_and_fills_gaps() -> None:
     t = trace_id()
-    late = turn(t, start_ns=NOW_NS + 5, session="s-late", user_message="late q", blocked=True)
+    late = turn(t, start_ns=NOW_NS + 5 * US, session="s-late", user_message="late q", blocked=True)
     early = turn(t, start_ns=NOW_NS, session=None, user_message="early q")
     (folded,) = fold_auto_turns([late, early, turn(trace_id(), auto=False)][:2])
     assert (folded.span_id, folded.session_id, folded.user_message, folded.blocked) == (

@@ -144,7 +144,8 @@ class Processor:
                 raise ConfigError(f"reader_password: {exc}") from None
         auth = BearerAuth(config.auth_token)
         redact = _redactor(config) if config.redact else None
-        writers = [BatchWriter(self._url, pending_feedback_max=config.pending_feedback_max)
+        writers = [BatchWriter(self._url, pending_feedback_max=config.pending_feedback_max,
+                               settle_seconds=config.turn_settle_seconds)
                    for _ in range(config.writers)]
         self._api_pool = ApiPool(self._url, max_size=config.api_pool_size)
         self._api_pool.start()

@@ -105,6 +105,10 @@ class ProcessorConfig:
     # Database connections shared by the HTTP API, /readyz and the pending-feedback sweeper.
     api_pool_size: int = 4
     shutdown_timeout: float = 30.0
+    # Chat metrics count a turn once no span of its trace has changed it for this long, so that a
+    # parent or child arriving a few batches later (BatchSpanProcessor exports every 5 s, per service)
+    # is in the latency and flags observed. 0 counts at commit (later changes add only new flags).
+    turn_settle_seconds: float = 10.0
     log_level: str = "info"
     # LLM judge inside serve: the fraction of new turns scored in the background (0: off), on any
     # OpenAI-compatible endpoint (unset: api.openai.com); key from OTEL_CHATBOT_JUDGE_API_KEY or
@@ -173,6 +177,9 @@ class ProcessorConfig:
         if not self.shutdown_timeout > 0:
             raise ConfigError(f"shutdown_timeout: expected a positive number of seconds, "
                               f"got {self.shutdown_timeout}")
+        if not 0 <= self.turn_settle_seconds <= 3600:
+            raise ConfigError(f"turn_settle_seconds: expected 0 to 3600 seconds, "
+                              f"got {self.turn_settle_seconds}")
         if self.prices_file is not None and not self.prices_file.is_file():
             raise ConfigError(f"prices_file: no such file {str(self.prices_file)!r}")
         if self.pseudonym_key is not None and len(self.pseudonym_key.encode()) < 16:

@@ -315,19 +315,20 @@ class ProcessorMetrics:
 
     # --- chat metrics ----------------------------------------------------------------------------
     def observe_commit(self, result: CommitResult) -> None:
-        """Count what a write committed for the first time."""
+        """Count what a write (or a settle) committed for the first time: new turns in full, corrected
+        turns by the flags they raised since they were counted (never the turn or its latency again)."""
         # Group first by raw attribute values (one tuple and a few appends per item), then clean,
         # fold and bucket once per group: per-value work in Python is what limits throughput.
         turn_groups: dict[tuple[str, str | None], list[int]] = {}  # -> [turns, *flags]
         turn_latency: dict[tuple[str, str | None], list[float]] = {}
         fallback_groups: dict[tuple[str, str | None, str | None], int] = {}
-        for t in result.new_turns:
+        corrected = result.corrected_turns
+        for t in result.new_turns + corrected if corrected else result.new_turns:
             key = (t.service, t.source)
             counts = turn_groups.get(key)
             if counts is None:
                 counts = turn_groups[key] = [0, 0, 0, 0, 0, 0]
                 turn_latency[key] = []
-            counts[0] += 1
             counts[1] += t.error
             counts[2] += t.hallucinated
             counts[3] += t.prompt_injection
@@ -336,6 +337,9 @@ class ProcessorMetrics:
             if t.fallback:
                 fkey = (t.service, t.source, t.fallback_reason)
                 fallback_groups[fkey] = fallback_groups.get(fkey, 0) + 1
+        for t in result.new_turns:
+            key = (t.service, t.source)
+            turn_groups[key][0] += 1
             turn_latency[key].append(t.latency_s)
 
         # (service, model, provider, operation, failed) -> (input, output, duration ns, cost)
@@ -373,7 +377,9 @@ class ProcessorMetrics:
                         family.add(labels, count)
                     else:
                         family.touch(labels)
-                td.merge(labels, td.cell_of(turn_latency[(service, source)]))
+                latencies = turn_latency[(service, source)]
+                if latencies:
+                    td.merge(labels, td.cell_of(latencies))
             for (service, source, reason), n in fallback_groups.items():
                 self.fallbacks.add(self._fold(
                     self.fallbacks.labelnames, (_clean(service), _clean(source), _clean(reason)), n), n)

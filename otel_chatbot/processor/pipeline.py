@@ -30,11 +30,14 @@ _log = logging.getLogger(__name__)
 
 _BACKOFF_MIN_S = 0.1
 _BACKOFF_MAX_S = 5.0
+# How often each writer thread hands settled turns to the metrics (BatchWriter.settle), busy or idle.
+_SETTLE_EVERY_S = 1.0
 
 
 class Writer(Protocol):
     def start(self) -> None: ...
     def write(self, batch: NormalisedBatch) -> CommitResult: ...
+    def settle(self, until_ns: int | None = None) -> CommitResult: ...
     def shutdown(self) -> None: ...
 
 
@@ -175,6 +178,7 @@ class Pipeline:
     # --- the writer thread -----------------------------------------------------------------------
     def _run(self, writer: Writer) -> None:
         backoff = _BACKOFF_MIN_S
+        next_settle = time.monotonic() + _SETTLE_EVERY_S
         while True:
             if self._down_reason is not None:
                 if self._stopping:
@@ -186,17 +190,24 @@ class Pipeline:
                         self._cond.wait_for(lambda: self._stopping, backoff)
                     backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 continue
-            group = self._take_group()
+            group = self._take_group(max(0.0, next_settle - time.monotonic()))
             if group is None:
+                self._settle(writer)  # what the last writes left due
                 return
-            self._commit(group, writer)
+            if group:
+                self._commit(group, writer)
+            if time.monotonic() >= next_settle:
+                self._settle(writer)
+                next_settle = time.monotonic() + _SETTLE_EVERY_S
 
-    def _take_group(self) -> list[_Item] | None:
+    def _take_group(self, timeout: float) -> list[_Item] | None:
+        """The next group of queued batches; [] when ``timeout`` passes first; None when stopping."""
         with self._cond:
             while not self._queue:
                 if self._stopping:
                     return None
-                self._cond.wait()
+                if not self._cond.wait(timeout):
+                    return []
             group = [self._queue.popleft()]
             spans = group[0].size
             while self._queue and spans + self._queue[0].size <= self._group_max:
@@ -249,6 +260,27 @@ class Pipeline:
             except Exception:
                 _log.exception("on_commit failed")
         self._resolve(group, result, None)
+
+    def _settle(self, writer: Writer) -> None:
+        """Count the turns that became final. Failures only delay the count: the turns stay due."""
+        try:
+            result = writer.settle()
+        except Unavailable as exc:
+            _log.warning("settling turns: %s", exc)  # the next write notices the outage
+            return
+        except Exception:
+            _log.exception("unexpected error while settling turns")
+            return
+        if result.new_turns or result.corrected_turns or result.new_sessions:
+            try:
+                self._metrics.observe_commit(result)
+            except Exception:
+                _log.exception("observe_commit failed")
+        if result.new_turns and self._on_commit is not None:  # e.g. the online judge: final turns
+            try:
+                self._on_commit(result)
+            except Exception:
+                _log.exception("on_commit failed")
 
     def _resolve(self, group: list[_Item], result: CommitResult | None, error: Exception | None) -> None:
         with self._cond:

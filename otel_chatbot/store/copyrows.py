@@ -22,6 +22,7 @@ from psycopg.adapt import Buffer, Dumper
 from psycopg.pq import Format
 
 from otel_chatbot.records import FeedbackRow, SpanRow, TurnRow
+from otel_chatbot.store.parts import TurnValues
 
 _PG_EPOCH_US = 946_684_800 * 1_000_000  # 2000-01-01T00:00:00Z in Unix microseconds
 _SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
@@ -40,16 +41,11 @@ TURN_COLUMNS = ("turn_id", "started_at", "trace_id", "span_id", "auto", "session
                 "service", "latency_seconds", "user_message", "bot_response", "model", "fallback",
                 "fallback_reason", "hallucinated", "hallucination_source", "prompt_injection", "blocked",
                 "rate_limited", "error")
-NEW_TURN_COLUMNS = (*TURN_COLUMNS, "input_tokens", "output_tokens", "cost_usd")
-USAGE_COLUMNS = ("trace_id", "input_tokens", "output_tokens", "cost_usd", "llm_spans", "model", "model_at",
-                 "last_span_at")
+NEW_TURN_COLUMNS = (*TURN_COLUMNS, "input_tokens", "output_tokens", "cost_usd", "settle_at")
 
 _float8 = struct.Struct(">id").pack
 _int8 = struct.Struct(">iq").pack
-_turn_usage = struct.Struct(">iqiqid").pack
-# A turn's usage: (input_tokens, output_tokens, cost_usd, model or None).
-TurnUsage = tuple[int, int, float, str | None]
-_NO_USAGE: TurnUsage = (0, 0, 0.0, None)
+_turn_usage = struct.Struct(">iqiqidiq").pack
 _BOOL = (b"\x00\x00\x00\x01\x00", b"\x00\x00\x00\x01\x01")
 _INT2 = range(-(2**15), 2**15)
 _INT4 = range(-(2**31), 2**31)
@@ -136,7 +132,7 @@ def _cached(encode: Callable[[str], bytes]) -> Callable[[str], bytes]:
     return get
 
 
-TurnParts = tuple[TurnRow, bytes, bytes]  # a turn and its encoded columns before / after ``model``
+TurnParts = tuple[TurnRow, bytes]  # a turn and its encoded columns before ``model``
 _TurnTail = tuple[bool, str | None, bool, str | None, bool, bool, bool, bool]
 
 
@@ -151,9 +147,9 @@ class TurnEncoder:
         self._tails: dict[_TurnTail, bytes] = {}
 
     def turn_parts(self, turns: Iterable[TurnRow]) -> list[TurnParts]:
-        """The encoding of each turn but for ``model`` (which may come from the trace's usage): done
-        while the database answers the probe that decides it."""
-        text, opt, b, tails, parts = self._text, self._opt, _BOOL, self._tails, []
+        """The encoding of each turn up to ``model`` (model, flags and usage may come from the turn's
+        parts): done while the database answers the probe that decides them."""
+        text, opt, b, parts = self._text, self._opt, _BOOL, []
         null, epoch = _NULL, _PG_EPOCH_US
         for t in turns:
             turn_id = t.turn_id.encode()
@@ -167,82 +163,41 @@ class TurnEncoder:
                 null if user is None else opt(user), null if source is None else opt(source), text(t.service),
                 _float8(8, t.latency_s), null if message is None else _text(message),
                 null if response is None else _text(response)))
-            key = (t.fallback, t.fallback_reason, t.hallucinated, t.hallucination_source, t.prompt_injection,
-                   t.blocked, t.rate_limited, t.error)
-            after = tails.get(key)
-            if after is None:
-                if len(tails) >= _CACHE_MAX:
-                    tails.clear()
-                after = tails[key] = (
-                    b[t.fallback] + _opt_text(t.fallback_reason) + b[t.hallucinated]
-                    + _opt_text(t.hallucination_source) + b[t.prompt_injection] + b[t.blocked]
-                    + b[t.rate_limited] + b[t.error])
-            parts.append((t, before, after))
+            parts.append((t, before))
         return parts
 
+    def tail(self, v: TurnRow | TurnValues, error: bool) -> bytes:
+        """The flag columns after ``model`` (few distinct combinations: cached)."""
+        key = (v.fallback, v.fallback_reason, v.hallucinated, v.hallucination_source, v.prompt_injection,
+               v.blocked, v.rate_limited, error)
+        after = self._tails.get(key)
+        if after is None:
+            if len(self._tails) >= _CACHE_MAX:
+                self._tails.clear()
+            b = _BOOL
+            after = self._tails[key] = (
+                b[v.fallback] + _opt_text(v.fallback_reason) + b[v.hallucinated]
+                + _opt_text(v.hallucination_source) + b[v.prompt_injection] + b[v.blocked]
+                + b[v.rate_limited] + b[error])
+        return after
 
-def encode_turns(parts: list[TurnParts], usage: Mapping[str, TurnUsage] | None = None) -> bytes:
-    """Turns (as turn_parts) → a binary COPY payload for TURN_COLUMNS, or NEW_TURN_COLUMNS when
-    ``usage`` is given (by trace id; a trace without an entry has no LLM span: zero tokens, the turn's
-    own model)."""
-    head = struct.pack(">h", len(TURN_COLUMNS) if usage is None else len(NEW_TURN_COLUMNS))
-    out = [_SIGNATURE]
-    for t, before, after in parts:
-        if usage is None:
-            out += (head, before, _opt_text(t.model), after)
-            continue
-        totals = usage.get(t.trace_id, _NO_USAGE)
-        model = t.model if totals[3] is None else totals[3]
-        out += (head, before, _opt_text(model), after, _turn_usage(8, totals[0], 8, totals[1], 8, totals[2]))
-    out.append(_TRAILER)
-    return b"".join(out)
-
-
-class TraceUsage:
-    """What one batch's NEW LLM spans add to their traces: summed tokens and cost, the latest model."""
-
-    __slots__ = ("cost_usd", "input_tokens", "last_ns", "llm_spans", "model", "model_ns", "output_tokens")
-
-    def __init__(self) -> None:
-        self.input_tokens = 0
-        self.output_tokens = 0
-        self.cost_usd = 0.0
-        self.llm_spans = 0
-        self.model: str | None = None
-        self.model_ns = 0
-        self.last_ns = 0
-
-
-def usage_of(spans: Iterable[SpanRow]) -> dict[str, TraceUsage]:
-    """Per trace, the usage of the LLM spans (a token count or a cost present) among ``spans``."""
-    usage: dict[str, TraceUsage] = {}
-    for s in spans:
-        tokens_in, tokens_out, cost = s.input_tokens, s.output_tokens, s.cost_usd
-        if tokens_in is None and tokens_out is None and cost is None:
-            continue
-        u = usage.get(s.trace_id)
-        if u is None:
-            u = usage[s.trace_id] = TraceUsage()
-        u.llm_spans += 1
-        if tokens_in is not None:
-            u.input_tokens += tokens_in
-        if tokens_out is not None:
-            u.output_tokens += tokens_out
-        if cost is not None:
-            u.cost_usd += cost
-        if s.model is not None and (u.model is None or s.start_ns > u.model_ns):
-            u.model, u.model_ns = s.model, s.start_ns
-        if s.start_ns > u.last_ns:
-            u.last_ns = s.start_ns
-    return usage
-
-
-def usage_json(usage: dict[str, TraceUsage]) -> str:
-    """UPSERT_USAGE's parameter, sorted by trace id (rows locked in one global order)."""
-    return orjson.dumps([
-        {"t": trace, "i": u.input_tokens, "o": u.output_tokens, "c": u.cost_usd, "n": u.llm_spans,
-         "m": u.model, "ma": None if u.model is None else u.model_ns // 1000, "la": u.last_ns // 1000}
-        for trace, u in sorted(usage.items())]).decode()
+    def encode(self, parts: list[TurnParts], values: Mapping[int, TurnValues] | None = None,
+               settle_us: int = 0) -> bytes:
+        """Turns (as turn_parts) → a binary COPY payload for TURN_COLUMNS (the turns' own values, for
+        the staging table), or NEW_TURN_COLUMNS when ``values`` (by id(turn)) give model, flags and
+        usage from the turns' parts; ``settle_us`` is their settle_at (Unix µs)."""
+        head = struct.pack(">h", len(TURN_COLUMNS) if values is None else len(NEW_TURN_COLUMNS))
+        out = [_SIGNATURE]
+        settle = settle_us - _PG_EPOCH_US
+        for t, before in parts:
+            if values is None:
+                out += (head, before, _opt_text(t.model), self.tail(t, t.error))
+                continue
+            v = values[id(t)]
+            out += (head, before, _opt_text(v.model), self.tail(v, t.error),
+                    _turn_usage(8, v.input_tokens, 8, v.output_tokens, 8, v.cost_usd, 8, settle))
+        out.append(_TRAILER)
+        return b"".join(out)
 
 
 def feedback_json(feedback: Iterable[FeedbackRow]) -> str:

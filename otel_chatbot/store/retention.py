@@ -32,5 +32,5 @@ def purge_older_than(url: str, days: int, *, now: datetime | None = None) -> lis
                     dropped.append(name)
                     dropped_until = max(dropped_until or day_end, day_end)
         if dropped_until is not None:
-            conn.execute("DELETE FROM trace_usage WHERE last_span_at < %s", (dropped_until,))
+            conn.execute("DELETE FROM turn_parts WHERE last_span_at < %s", (dropped_until,))
     return dropped

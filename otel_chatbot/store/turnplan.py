@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from otel_chatbot.records import FeedbackRow, TurnRow
 
@@ -51,32 +50,11 @@ def unique_sdk_turns(turns: list[TurnRow]) -> list[TurnRow]:
     return list(unique.values())
 
 
-def unknown_sessions(turns: list[TurnRow], known: dict[tuple[str, str], None]) -> list[dict[str, Any]]:
-    """UPSERT_SESSIONS rows of the sessions not known to be stored, sorted: the earliest start of their
-    turns in the batch and the source of the earliest turn that has one."""
-    found: dict[tuple[str, str], dict[str, Any]] = {}
-    for turn in sorted((t for t in turns if t.session_id is not None), key=_start_ns):
-        key = (turn.session_id or "", turn.service)
-        if key in known:
-            continue
-        row = found.get(key)
-        if row is None:
-            found[key] = {"session_id": key[0], "service": key[1], "source": turn.source,
-                          "first_us": turn.start_ns // 1000}
-        elif row["source"] is None:
-            row["source"] = turn.source
-    return [found[k] for k in sorted(found)]
-
-
-def _start_ns(turn: TurnRow) -> int:
-    return turn.start_ns
-
-
 def fold_auto_turns(turns: list[TurnRow]) -> list[TurnRow]:
     """One auto candidate per trace: batches coalesced by the processor may carry several.
 
-    The earliest-starting candidate gives identity; its missing fields come from the later ones and
-    flags are OR-ed, mirroring the merge with a stored auto turn.
+    The first in identity order gives identity; its missing fields come from the others and flags are
+    OR-ed, mirroring the merge with a stored auto turn.
     """
     folded: dict[str, TurnRow] = {}
     for turn in turns:
@@ -87,8 +65,16 @@ def fold_auto_turns(turns: list[TurnRow]) -> list[TurnRow]:
     return list(folded.values())
 
 
+def identity_order(turn: TurnRow) -> tuple[int, float, str]:
+    """Which of two auto candidates of a trace gives the turn its identity: the earlier start, then the
+    longer span (the enclosing one), then the smaller span id. MERGE_AUTO_TURNS compares the same."""
+    return turn.start_ns // 1000, -turn.latency_s, turn.span_id
+
+
 def _merge_turns(a: TurnRow, b: TurnRow) -> TurnRow:
-    first, second = (b, a) if b.start_ns < a.start_ns else (a, b)
+    first, second = (b, a) if identity_order(b) < identity_order(a) else (a, b)
+    # Identity (start, span, service, latency, error) from the first; descriptive fields from the first
+    # that has them; flags OR-ed (the writer counts them into the trace's parts).
     return replace(
         first,
         session_id=first.session_id or second.session_id, user_id=first.user_id or second.user_id,
@@ -99,21 +85,7 @@ def _merge_turns(a: TurnRow, b: TurnRow) -> TurnRow:
         fallback=first.fallback or second.fallback, hallucinated=first.hallucinated or second.hallucinated,
         prompt_injection=first.prompt_injection or second.prompt_injection,
         blocked=first.blocked or second.blocked, rate_limited=first.rate_limited or second.rate_limited,
-        error=first.error or second.error,
     )
-
-
-def pick_turns(turns: list[TurnRow], turn_ids: list[str]) -> list[TurnRow]:
-    if not turn_ids:
-        return []
-    wanted = set(turn_ids)
-    picked: dict[str, TurnRow] = {}
-    for turn in turns:
-        if turn.turn_id in wanted:
-            seen = picked.get(turn.turn_id)
-            if seen is None or turn.start_ns < seen.start_ns:
-                picked[turn.turn_id] = turn  # several auto candidates of one trace: the earliest
-    return list(picked.values())
 
 
 def pick_feedback(feedback: list[FeedbackRow], turn_ids: list[str]) -> list[FeedbackRow]:

@@ -5,18 +5,25 @@ write() in four round trips (daily partitions are created before, in their own t
      COPY fails on the primary key: roll back, COPY into a TEMP staging table, then
      INSERT … ON CONFLICT DO NOTHING RETURNING to learn which spans are new.
   2. Pipelined: advisory locks on the touched trace/turn ids (sorted: no deadlock between writers);
-     add the new LLM spans' usage to ``trace_usage`` (exactly once: only spans new in 1.); probe the
-     turns already stored for the traces of this batch's turns.
+     add the new LLM spans' usage and the flags of this batch's spans to ``turn_parts`` (usage exactly
+     once: only spans new in 1.; ``trace_usage`` is a view over it); probe the turns already stored
+     for the traces of this batch's turns and parts; read the other parts the new turns need.
   3. COPY the turns of traces with none stored (the common case) straight into ``chat_turns`` with
-     their trace's usage. The others (rare) go to a staging table for the merge statements.
-  4. Pipelined, with the COMMIT: merges (SDK turns suppress auto turns; an earlier auto candidate
-     replaces a later one), usage of turns stored by earlier batches, feedback (latest wins; feedback
-     of a turn not stored yet waits in pending_feedback until the turn comes:
-     store/pending_feedback.py), sessions.
+     the usage and flags of their parts (store/parts.py). The others (rare) go to a staging table.
+  4. Pipelined, with the COMMIT: merges (SDK turns displace auto turns; the first auto candidate in
+     identity order gives identity), the refresh of stored turns from their parts, feedback (latest
+     wins; feedback of a turn not stored yet waits in pending_feedback until the turn comes:
+     store/pending_feedback.py), and with ``settle_seconds`` 0 the settle.
 If the direct turn COPY meets a key that exists after all, the batch is redone with every turn going
-through the merge statements. Errors: connection trouble or a server that cannot take the write now →
-``errors.Unavailable`` (the Collector should retry; the next write() reconnects); data the database
-refuses → ``errors.PermanentError``.
+through the merge statements.
+
+Turns reach the metrics through settle(): a turn is counted once no span of its trace has changed it
+for ``settle_seconds`` (each change pushes its ``settle_at``), so the latency histogram observes the
+final row; a later change counts only flags not counted yet. ``settle_seconds`` 0 counts at commit.
+
+Errors: connection trouble or a server that cannot take the write now → ``errors.Unavailable`` (the
+Collector should retry; the next write() reconnects); data the database refuses →
+``errors.PermanentError``; anything else is a bug and is raised as it is.
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import zlib
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from typing import Any
 
 import orjson
@@ -36,34 +44,40 @@ from otel_chatbot.errors import PermanentError, Unavailable
 from otel_chatbot.records import CommitResult, NormalisedBatch, SpanRow, TurnRow
 from otel_chatbot.store import merge_sql as q
 from otel_chatbot.store import pending_feedback
+from otel_chatbot.store import turn_sql as ts
 from otel_chatbot.store.copyrows import (
     NEW_TURN_COLUMNS,
     TURN_COLUMNS,
-    TraceUsage,
     TurnEncoder,
     TurnParts,
-    TurnUsage,
     copy_cursor,
     copy_in,
     copy_spans,
-    encode_turns,
     out_of_range_span,
-    usage_json,
-    usage_of,
 )
 from otel_chatbot.store.partitions import DAY_NS, create_partitions, day_of_ns, list_partitions
+from otel_chatbot.store.parts import (
+    PartDelta,
+    PartKey,
+    needed_parts,
+    part_deltas,
+    parts_json,
+    stored_parts,
+    turn_values,
+)
+from otel_chatbot.store.settle import add_settled
 from otel_chatbot.store.turnplan import (
     StoredTurns,
     fold_auto_turns,
-    pick_turns,
     plan_turns,
     unique_sdk_turns,
-    unknown_sessions,
 )
 
 _log = logging.getLogger(__name__)
 _LOCK_CLASS = 0x6F746964  # advisory lock namespace of trace/turn ids ("otid")
-_SESSION_CACHE = 100_000
+# Turns counted per settle statement (a settle runs as many as are due). Small enough that the planner
+# finds each row by its address rather than hashing the whole partition to join them back.
+_SETTLE_LIMIT = 500
 
 
 def _lock_key(value: str) -> int:
@@ -73,14 +87,17 @@ def _lock_key(value: str) -> int:
 class BatchWriter:
     """Writes batches over one connection; not for concurrent use (use one writer per thread)."""
 
-    def __init__(self, url: str, *, connect_timeout: float = 10.0,
-                 pending_feedback_max: int = 10_000) -> None:
+    def __init__(self, url: str, *, connect_timeout: float = 10.0, pending_feedback_max: int = 10_000,
+                 settle_seconds: float = 0.0) -> None:
+        if not settle_seconds >= 0:
+            raise ValueError(f"settle_seconds: expected a number >= 0, got {settle_seconds!r}")
         self._url = url
         self._pending_feedback_max = pending_feedback_max
         self._connect_timeout = connect_timeout
+        self.settle_seconds = settle_seconds
+        self._settle_us = int(settle_seconds * 1_000_000)
         self._conn: psycopg.Connection[Any] | None = None
         self._known_days: dict[str, set[int]] = {"spans": set(), "chat_turns": set()}
-        self._known_sessions: dict[tuple[str, str], None] = {}
         self._turn_encoder = TurnEncoder()
         self._lock = threading.Lock()
         self._closed = False
@@ -113,6 +130,28 @@ class BatchWriter:
                     raise
                 raise mapped from exc
 
+    def settle(self, until_ns: int | None = None) -> CommitResult:
+        """Count the turns due by ``until_ns`` (default now): their first count or their new flags,
+        and the sessions they show for the first time. Each turn is claimed by one writer only."""
+        until_us = (time.time_ns() if until_ns is None else until_ns) // 1000
+        with self._lock:
+            if self._closed:
+                raise Unavailable("the writer is shut down")
+            conn = self._connection()
+            result = CommitResult()
+            try:
+                while True:
+                    params = {"until": until_us, "limit": _SETTLE_LIMIT}
+                    rows = conn.execute(ts.SETTLE_TURNS, params).fetchall()
+                    conn.commit()
+                    if add_settled(rows, result) < _SETTLE_LIMIT:
+                        return result
+            except Exception as exc:
+                mapped = self._classify(exc)
+                if mapped is exc:
+                    raise
+                raise mapped from exc
+
     def _write_retrying(self, conn: psycopg.Connection[Any], batch: NormalisedBatch) -> CommitResult:
         direct, forgot = True, False
         while True:
@@ -136,99 +175,101 @@ class BatchWriter:
     def _write(self, conn: psycopg.Connection[Any], batch: NormalisedBatch, *, direct: bool) -> CommitResult:
         """One transaction. ``direct``: COPY turns of traces that have none stored straight into
         chat_turns (the common case); otherwise every turn goes through the merge statements."""
-        work = _Work(batch)
+        work = _Work(batch, time.time_ns() // 1000 + self._settle_us)
         problem = out_of_range_span(batch.spans)
         if problem is not None:
             raise PermanentError(problem)
         self._ensure_partitions(conn, batch.spans, batch.turns)
         cur = copy_cursor(conn)
         work.new_spans = self._copy_spans(conn, cur, batch.spans)
-        # Usage deltas of the spans stored for the first time only: trace_usage counts each span once.
-        work.usage = usage_of(work.new_spans)
+        # Usage of the spans stored for the first time only: each span counts once.
+        work.parts = part_deltas(work.new_spans, batch.flags, work.turns)
         probe = self._lock_and_probe(conn, work, direct=direct)
         self._copy_fresh_turns(cur, work, probe)
         if work.merge:
-            copy_in(cur, q.TURN_STAGE, TURN_COLUMNS, encode_turns([work.parts[id(t)] for t in work.merge]))
+            payload = self._turn_encoder.encode([work.encoded[id(t)] for t in work.merge])
+            copy_in(cur, q.TURN_STAGE, TURN_COLUMNS, payload)
         return self._merge_and_commit(conn, work)
 
     def _lock_and_probe(self, conn: psycopg.Connection[Any], work: _Work, *, direct: bool) -> _Probe:
-        """Round trip 1: advisory locks, usage of the new LLM spans, what is stored for the turn traces.
+        """Round trip 1: advisory locks, usage and parts of this batch, what is stored for its traces.
         The turns are encoded while the server runs these statements."""
         probe = _Probe()
-        usage, turns = work.usage, work.turns
+        turns = work.turns
         turn_traces = {t.trace_id for t in turns}
-        lock_ids = turn_traces.union(usage, [f.turn_id for f in work.batch.feedback],
+        work.part_traces = {trace for trace, _ in work.parts}
+        lock_ids = turn_traces.union(work.part_traces, [f.turn_id for f in work.batch.feedback],
                                      pending_feedback.lock_ids(turns))
         with conn.pipeline():
             if lock_ids:
                 keys = sorted({_lock_key(i) for i in lock_ids})
                 conn.execute(q.LOCK_IDS, (_LOCK_CLASS, "{" + ",".join(map(str, keys)) + "}"))
-            if usage:
-                probe.upserted = conn.execute(q.UPSERT_USAGE, (usage_json(usage),))
-            if turns and direct:
-                probe.stored = conn.execute(q.PROBE_TURNS, (_text_array(turn_traces),))
-                if not turn_traces.issubset(usage):
-                    probe.usage = conn.execute(q.USAGE_OF_TRACES, (_text_array(turn_traces - usage.keys()),))
-            work.parts = {id(p[0]): p for p in self._turn_encoder.turn_parts(turns)}
+            if work.parts:
+                probe.upserted = conn.execute(ts.UPSERT_PARTS, (parts_json(work.parts),))
+            if direct and (turns or work.part_traces):
+                probe.stored = conn.execute(q.PROBE_TURNS, (_text_array(turn_traces | work.part_traces),))
+                # The parts new turns read that this batch did not upsert (usually none).
+                missing = sorted(needed_parts(turns) - work.parts.keys())
+                if missing:
+                    keys_json = orjson.dumps([{"t": t, "s": s} for t, s in missing]).decode()
+                    probe.parts = conn.execute(ts.PARTS_OF_KEYS, (keys_json,))
+            work.encoded = {id(p[0]): p for p in self._turn_encoder.turn_parts(turns)}
         return probe
 
     def _copy_fresh_turns(self, cur: psycopg.Cursor[Any], work: _Work, probe: _Probe) -> None:
-        """COPY the turns of traces with none stored, with their usage; the others are left to merge."""
+        """COPY the turns of traces with none stored, with the values of their parts; the others are
+        left to merge. Decides which stored turns are recomputed from their parts."""
         if probe.stored is None:
-            work.merge, work.usage_update = work.turns, set(work.usage)
+            work.merge = work.turns
+            work.refresh = {t.trace_id for t in work.turns} | work.part_traces
             return
         stored: StoredTurns = {}
         for trace, turn_id, start_us, auto in probe.stored.fetchall():
             stored.setdefault(str(trace), []).append((str(turn_id), int(start_us), bool(auto)))
-        totals: dict[str, TurnUsage] = {
-            str(r[0]): (int(r[1]), int(r[2]), float(r[3]), _opt_str(r[4]))
-            for c in (probe.upserted, probe.usage) if c is not None for r in c.fetchall()}
         work.fresh, work.merge, work.displaced = plan_turns(work.sdk_turns, work.auto_turns, stored)
-        if work.fresh:
-            copy_in(cur, "chat_turns", NEW_TURN_COLUMNS,
-                    encode_turns([work.parts[id(t)] for t in work.fresh], totals))
-        # Every turn of these traces was just written with the trace's usage.
-        work.usage_update = work.usage.keys() - ({t.trace_id for t in work.fresh} - stored.keys())
+        # Stored turns whose trace got parts, merges or a new SDK turn.
+        work.refresh = stored.keys() | {t.trace_id for t in work.merge}
+        if not work.fresh:
+            return
+        parts = stored_parts(r for c in (probe.upserted, probe.parts) if c is not None for r in c.fetchall())
+        sdk_ids = {trace: {turn_id for turn_id, _, auto in rows if not auto}
+                   for trace, rows in stored.items()}
+        for t in work.sdk_turns:
+            sdk_ids.setdefault(t.trace_id, set()).add(t.turn_id)
+        values = {id(t): turn_values(t, parts.get(t.trace_id, {}), len(sdk_ids.get(t.trace_id, ())))
+                  for t in work.fresh}
+        payload = self._turn_encoder.encode([work.encoded[id(t)] for t in work.fresh], values, work.settle_us)
+        copy_in(cur, "chat_turns", NEW_TURN_COLUMNS, payload)
 
     def _merge_and_commit(self, conn: psycopg.Connection[Any], work: _Work) -> CommitResult:
-        """Round trip 2: the rare merges, usage of turns stored earlier, feedback, sessions, commit."""
+        """Round trip 2: the rare merges, displaced auto turns, refreshed turns, feedback, the settle
+        when counting at commit, the commit."""
         merge, feedback = work.merge, work.batch.feedback
-        sessions = unknown_sessions(work.turns, self._known_sessions)
-        sdk_cur = auto_cur = session_cur = None
+        sdk_traces = work.displaced | {t.trace_id for t in merge if not t.auto}
+        settle_cur = None
         feedback_step = pending_feedback.FeedbackStep(self._pending_feedback_max)
         with conn.pipeline():
-            if work.displaced:
-                conn.execute(q.DELETE_AUTO_TURNS, (_text_array(work.displaced),))
             if any(not t.auto for t in merge):
-                sdk_cur = conn.execute(q.INSERT_SDK_TURNS)
+                conn.execute(ts.INSERT_SDK_TURNS, (work.settle_us,))
+            if sdk_traces:
+                conn.execute(ts.DISPLACE_AUTO_TURNS, (_text_array(sdk_traces),))
             if any(t.auto for t in merge):
-                auto_cur = conn.execute(q.MERGE_AUTO_TURNS)
-            if work.usage_update:
-                conn.execute(q.UPDATE_TOKEN_SUMS, (_text_array(work.usage_update),))
+                conn.execute(ts.MERGE_AUTO_TURNS, {"settle": work.settle_us})
+            if work.refresh:
+                refresh = {"traces": _text_array(work.refresh), "settle": work.settle_us}
+                conn.execute(ts.REFRESH_TURNS, refresh)
             # After the turns: attaches the feedback that waited for them.
             feedback_step.send(conn, _text_array([t.turn_id for t in work.turns]), feedback)
-            if sessions:
-                session_cur = conn.execute(q.UPSERT_SESSIONS, (orjson.dumps(sessions).decode(),))
+            if self._settle_us == 0 and (work.turns or work.refresh):
+                settle_cur = conn.execute(ts.SETTLE_TURNS, {"until": work.settle_us, "limit": _SETTLE_LIMIT})
             conn.commit()  # in the same round trip; results stay readable on the cursors
-        merged_ids = [str(r[0]) for c in (sdk_cur, auto_cur) if c is not None for r in c.fetchall()]
-        new_sessions = [(str(sid), str(service), _opt_str(source))
-                        for sid, service, source, inserted in (session_cur.fetchall() if session_cur else [])
-                        if inserted]
-        self._remember_sessions((row["session_id"], row["service"]) for row in sessions)
         spans = work.batch.spans
         result = CommitResult(
-            new_spans=work.new_spans, duplicate_spans=len(spans) - len(work.new_spans), span_count=len(spans),
-            new_turns=work.fresh + pick_turns(merge, merged_ids), new_sessions=new_sessions)
+            new_spans=work.new_spans, duplicate_spans=len(spans) - len(work.new_spans), span_count=len(spans))
         feedback_step.apply(result)
+        if settle_cur is not None:
+            add_settled(settle_cur.fetchall(), result)
         return result
-
-    def _remember_sessions(self, sessions: Iterable[tuple[str, str]]) -> None:
-        """Sessions known to be stored: their upsert can be skipped (it could only be a no-op)."""
-        known = self._known_sessions
-        for key in sessions:
-            known[key] = None
-        while len(known) > _SESSION_CACHE:
-            del known[next(iter(known))]  # oldest first (dicts keep insertion order)
 
     def _copy_spans(self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any],
                     spans: list[SpanRow]) -> list[SpanRow]:
@@ -327,31 +368,29 @@ def _text_array(values: Collection[str]) -> str | list[str]:
     return list(values)  # unusual ids (quotes, spaces…): let psycopg quote them
 
 
-def _opt_str(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
 class _Work:
     """One batch on its way through _write's steps."""
 
-    def __init__(self, batch: NormalisedBatch) -> None:
+    def __init__(self, batch: NormalisedBatch, settle_us: int) -> None:
         self.batch = batch
+        self.settle_us = settle_us  # settle_at of the turns this write changes (Unix µs)
         self.sdk_turns = unique_sdk_turns(batch.turns)
         self.auto_turns = fold_auto_turns(batch.turns)
         self.turns = self.sdk_turns + self.auto_turns
         self.new_spans: list[SpanRow] = []
-        self.usage: dict[str, TraceUsage] = {}
-        self.parts: dict[int, TurnParts] = {}  # id(turn) -> its encoded columns
+        self.parts: dict[PartKey, PartDelta] = {}
+        self.part_traces: set[str] = set()
+        self.encoded: dict[int, TurnParts] = {}  # id(turn) -> its encoded columns
         self.fresh: list[TurnRow] = []  # turns COPYed as they are
         self.merge: list[TurnRow] = []  # turns for the merge statements
         self.displaced: set[str] = set()  # traces whose stored auto turn a new SDK turn replaces
-        self.usage_update: set[str] = set()  # traces whose stored turns need their usage refreshed
+        self.refresh: set[str] = set()  # traces whose stored turns are recomputed from their parts
 
 
 class _Probe:
     """Cursors of round trip 1, read after its pipeline is synced."""
 
     def __init__(self) -> None:
-        self.upserted: psycopg.Cursor[Any] | None = None  # trace_usage totals of this batch's traces
-        self.stored: psycopg.Cursor[Any] | None = None  # turns stored for the turn traces
-        self.usage: psycopg.Cursor[Any] | None = None  # trace_usage of the other turn traces
+        self.upserted: psycopg.Cursor[Any] | None = None  # this batch's parts after the upsert
+        self.stored: psycopg.Cursor[Any] | None = None  # turns stored for the turn and part traces
+        self.parts: psycopg.Cursor[Any] | None = None  # other parts the new turns read

@@ -9,6 +9,7 @@ from otel_chatbot import semconv as sc
 from otel_chatbot.processor.normalise.plan import (
     SESSION_METADATA,
     ChatSpan,
+    Plan,
     clean_optional,
     clean_text,
     flag,
@@ -17,7 +18,7 @@ from otel_chatbot.processor.normalise.plan import (
     text_value,
 )
 from otel_chatbot.processor.normalise.text import bot_response_of, user_message_of
-from otel_chatbot.records import FeedbackRow, NormalisedBatch, SpanRow, TurnRow
+from otel_chatbot.records import FeedbackRow, FlagRow, NormalisedBatch, SpanRow, TurnRow
 
 _STATUS_ERROR: Final = 2
 _USER_METADATA: Final = ("user_id",)
@@ -35,6 +36,12 @@ def add_turns_and_feedback(batch: NormalisedBatch, chat_spans: list[ChatSpan]) -
             else:
                 batch.feedback.append(feedback)
             continue
+        if plan.turn_id or plan.in_turn:
+            row.turn_scope = _scope_of(attributes)
+        if plan.details or row.status_code == _STATUS_ERROR:
+            flags = _flags_of(row, attributes, plan)
+            if flags is not None:
+                batch.flags.append(flags)
         members = by_trace.get(row.trace_id)
         if members is None:
             by_trace[row.trace_id] = [item]
@@ -43,15 +50,19 @@ def add_turns_and_feedback(batch: NormalisedBatch, chat_spans: list[ChatSpan]) -
     parents: dict[str, str | None] | None = None
     for members in by_trace.values():
         if len(members) > 1:
-            members.sort(key=_start_of)
+            members.sort(key=_identity_order)
         sdk_turns = [item for item in members if item[2].turn_id]
         if sdk_turns:
+            sole = len({item[0].turn_scope for item in sdk_turns}) == 1
             for turn_row, attributes, _ in sdk_turns:
-                turn_id = str(attributes[sc.CHAT_TURN_ID])
-                belongs = [m for m in members if m[0] is turn_row or _in_turn(m, turn_id, len(sdk_turns))]
-                batch.turns.append(_turn(turn_row, attributes, turn_id, False, belongs, members))
+                scope = turn_row.turn_scope
+                # Messages and model may come from unstamped spans of a one-turn trace too; flags only from
+                # the turn's own scope (the writer adds the trace's unstamped flags when the turn is alone).
+                belongs = [m for m in members if m[0].turn_scope == scope or (sole and m[0].turn_scope == "")]
+                own = [m for m in members if m[0].turn_scope == scope]
+                batch.turns.append(_turn(turn_row, attributes, scope, False, belongs, members, own))
             continue
-        auto_members = [m for m in members if not m[2].in_turn]
+        auto_members = [m for m in members if not m[0].turn_scope]
         candidates = [m for m in auto_members if _is_candidate(m)]
         if not candidates:
             continue
@@ -61,14 +72,43 @@ def add_turns_and_feedback(batch: NormalisedBatch, chat_spans: list[ChatSpan]) -
             if parents is None:
                 parents = {r.span_id: r.parent_span_id for r in batch.spans}
             top = _top_most(candidates, parents)
-        batch.turns.append(_turn(top[0], top[1], top[0].trace_id, True, auto_members, auto_members))
+        batch.turns.append(_turn(top[0], top[1], top[0].trace_id, True, auto_members, auto_members,
+                                 auto_members))
 
 
-def _in_turn(item: ChatSpan, turn_id: str, sdk_turns_in_trace: int) -> bool:
-    owner = item[1].get(sc.CHAT_IN_TURN)
-    if owner is not None:
-        return str(owner) == turn_id
-    return sdk_turns_in_trace == 1  # unstamped spans of a one-turn trace belong to that turn
+def _scope_of(attributes: dict[str, Any]) -> str:
+    """The turn a span belongs to: its own chat.turn.id (a nested turn is its own), else chat.in_turn."""
+    owner = attributes.get(sc.CHAT_TURN_ID)
+    if owner is None:
+        owner = attributes.get(sc.CHAT_IN_TURN)
+    return clean_text(str(owner)) if owner is not None else ""
+
+
+def _identity_order(item: ChatSpan) -> tuple[int, int, str]:
+    """Earliest start first; on a tie the longer span (the enclosing one), then the span id. The writer
+    merges auto candidates of later batches by the same order."""
+    row = item[0]
+    return row.start_ns // 1000, -max(row.end_ns - row.start_ns, 0), row.span_id
+
+
+def _flags_of(row: SpanRow, attributes: dict[str, Any], plan: Plan) -> FlagRow | None:
+    """The turn flags a span raises, or None when it raises none and names no reason."""
+    get = attributes.get
+    # An OpenInference guardrail that failed stopped the message.
+    guardrail = row.status_code == _STATUS_ERROR and get(sc.OPENINFERENCE_SPAN_KIND) == "GUARDRAIL"
+    if not plan.details:
+        return FlagRow(row.trace_id, row.turn_scope, row.start_ns, blocked=True) if guardrail else None
+    flags = FlagRow(
+        row.trace_id, row.turn_scope, row.start_ns,
+        fallback=flag(get(sc.CHAT_FALLBACK)), fallback_reason=text_value(get(sc.CHAT_FALLBACK_REASON)),
+        hallucinated=flag(get(sc.CHAT_HALLUCINATION)),
+        hallucination_source=text_value(get(sc.CHAT_HALLUCINATION_SOURCE)),
+        prompt_injection=flag(get(sc.CHAT_PROMPT_INJECTION)), blocked=guardrail or flag(get(sc.CHAT_BLOCKED)),
+        rate_limited=flag(get(sc.CHAT_RATE_LIMITED)))
+    if not (flags.fallback or flags.hallucinated or flags.prompt_injection or flags.blocked
+            or flags.rate_limited or flags.fallback_reason or flags.hallucination_source):
+        return None
+    return flags
 
 
 def _is_candidate(item: ChatSpan) -> bool:
@@ -82,9 +122,9 @@ def _is_candidate(item: ChatSpan) -> bool:
 
 
 def _top_most(candidates: list[ChatSpan], parents: dict[str, str | None]) -> ChatSpan:
-    """The candidate with no other candidate above it (through the batch's parent links); ties → earliest.
-
-    ``candidates`` are in start order.
+    """The candidate with no other candidate above it (through the batch's parent links); ties → the
+    first in identity order (``candidates`` are sorted by it). Across batches the writer can only
+    compare starts: with skewed clocks there, the earlier-starting candidate wins.
     """
     ids = {item[0].span_id for item in candidates}
     for item in candidates:
@@ -105,8 +145,10 @@ def _turn(
     auto: bool,
     members: list[ChatSpan],
     context: list[ChatSpan],
+    flag_members: list[ChatSpan],
 ) -> TurnRow:
-    """A turn from its span; what the span lacks comes from its members, then the trace.
+    """A turn from its span; what the span lacks comes from its members, then the trace; its flags
+    from ``flag_members`` (the spans of its own scope).
 
     ``members`` and ``context`` are in start order.
     """
@@ -115,26 +157,30 @@ def _turn(
     bot_response = _turn_text(bot_response_of, attributes, sorted(members, key=_end_of, reverse=True))
     fallback = hallucinated = injection = blocked = rate_limited = False
     fallback_reason = hallucination_source = None
-    for member_row, attrs, plan in members:
-        if member_row.status_code == _STATUS_ERROR and attrs.get(sc.OPENINFERENCE_SPAN_KIND) == "GUARDRAIL":
-            blocked = True  # an OpenInference guardrail that failed stopped the message
-        if not plan.details:
+    reason_key = source_key = (0, "")
+    for member_row, attrs, plan in flag_members:
+        if not plan.details and member_row.status_code != _STATUS_ERROR:
             continue
-        fallback = fallback or flag(attrs.get(sc.CHAT_FALLBACK))
-        hallucinated = hallucinated or flag(attrs.get(sc.CHAT_HALLUCINATION))
-        injection = injection or flag(attrs.get(sc.CHAT_PROMPT_INJECTION))
-        blocked = blocked or flag(attrs.get(sc.CHAT_BLOCKED))
-        rate_limited = rate_limited or flag(attrs.get(sc.CHAT_RATE_LIMITED))
-        if fallback_reason is None or member_row is row:
-            fallback_reason = text_value(attrs.get(sc.CHAT_FALLBACK_REASON)) or fallback_reason
-        if hallucination_source is None or member_row is row:
-            source = text_value(attrs.get(sc.CHAT_HALLUCINATION_SOURCE))
-            hallucination_source = source or hallucination_source
+        flags = _flags_of(member_row, attrs, plan)
+        if flags is None:
+            continue
+        fallback |= flags.fallback
+        hallucinated |= flags.hallucinated
+        injection |= flags.prompt_injection
+        blocked |= flags.blocked
+        rate_limited |= flags.rate_limited
+        # The earliest span naming a reason (then the smaller text): what the store keeps too.
+        at = member_row.start_ns // 1000
+        if flags.fallback_reason and (fallback_reason is None or (at, flags.fallback_reason) < reason_key):
+            fallback_reason, reason_key = flags.fallback_reason, (at, flags.fallback_reason)
+        source = flags.hallucination_source
+        if source and (hallucination_source is None or (at, source) < source_key):
+            hallucination_source, source_key = source, (at, source)
     model = row.model
     if model is None:
         model = next((m[0].model for m in members if m[0].model and m[0].input_tokens is not None), None)
     return TurnRow(
-        turn_id=clean_text(turn_id),
+        turn_id=turn_id if not auto else clean_text(turn_id),
         trace_id=row.trace_id,
         span_id=row.span_id,
         auto=auto,
@@ -156,10 +202,6 @@ def _turn(
         rate_limited=rate_limited,
         error=row.status_code == _STATUS_ERROR,
     )
-
-
-def _start_of(item: ChatSpan) -> int:
-    return item[0].start_ns
 
 
 def _turn_text(text_of: Callable[[dict[str, Any], bool], str | None], own: dict[str, Any],

@@ -73,8 +73,9 @@ class Fleet:
 
 
 def _start(args: list[str]) -> Fleet:
+    # Settle 0: turns are counted at commit, so the metric assertions need not wait out the settle.
     cmd = [sys.executable, "-m", "otel_chatbot.cli", "serve", "--workers", "2", "--otlp-http", "127.0.0.1:0",
-           "--otlp-grpc", "127.0.0.1:0", "--metrics", "127.0.0.1:0", *args]
+           "--otlp-grpc", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--turn-settle-seconds", "0", *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
     lines: queue.Queue[str] = queue.Queue()

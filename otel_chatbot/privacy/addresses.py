@@ -37,7 +37,7 @@ _ENGLISH_RE: Final = re.compile(
     rf"{_UNIT}?(?:{_CITY}(?:{_US_TAIL}|{_UK_POSTCODE}|{_IN_PIN})?|{_US_TAIL}|{_UK_POSTCODE})?"
 )
 # "Flat 12, MG Road, …": a unit first, then a street without a house number.
-_UNIT_FIRST_GATE: Final = gate("flat house plot door apt apartment h no")
+_UNIT_FIRST_GATE: Final = gate("flat house plot door apt apartment")
 _UNIT_FIRST_RE: Final = re.compile(
     rf"(?:Flat|House|Plot|Door|Apt|Apartment|H\.? ?No\.?) ?(?:No\.? ?)?[0-9A-Z/-]{{1,6}}, "
     rf"(?:{_NAME_WORD} ){{1,4}}{_STREET_WORDS}(?:,? Sector [0-9]{{1,3}})?{_CITY}?{_IN_PIN}?"

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from typing import Final
 
 _DIGITS: Final = b"0123456789"
-# Lower-case ASCII letters and apostrophes stay, non-ASCII bytes stay (so "straße" is one word),
-# everything else becomes a space.
+# Lower-case ASCII letters, digits and apostrophes stay, non-ASCII bytes stay (so "straße" is one
+# word), everything else becomes a space. Digits stay inside words so that "3rd" is not the street
+# word "rd" and "5th" is not "th".
 _WORD_TABLE: Final = bytes(
-    (i + 32) if 65 <= i <= 90 else i if (97 <= i <= 122 or i >= 128 or i == 39) else 32 for i in range(256)
+    (i + 32) if 65 <= i <= 90 else i if (97 <= i <= 122 or 48 <= i <= 57 or i >= 128 or i == 39) else 32
+    for i in range(256)
 )
 
 
@@ -30,7 +32,7 @@ class TextView:
 
     @property
     def words(self) -> frozenset[bytes]:
-        """The lower-case words of the text as UTF-8 bytes (letters only; digits split words)."""
+        """The lower-case words of the text as UTF-8 bytes (letters, digits and apostrophes)."""
         if self._words is None:
             self._words = frozenset(self.raw.translate(_WORD_TABLE).split())
         return self._words

@@ -7,7 +7,7 @@ Then COPYs the stored span rows, pre-built as COPY text, into a plain table (no 
 in commits of the same size: the ceiling. Prints both and the ratio.
 
     python benchmarks/write.py [--batches 200] [--batch-size 512] [--profile] [--explain]
-                               [--settle SECONDS] [--database-url URL]
+                               [--settle SECONDS] [--no-versions] [--database-url URL]
 
 --settle is the writers' turn_settle_seconds (default 10, as `serve`): with it above 0 the timed run
 ends with each writer's settle() of every turn (what the writer threads do once a second), so the
@@ -55,8 +55,9 @@ def _text(rng: random.Random, size: int) -> str:
     return " ".join(words)[:size]
 
 
-def build_batch(rng: random.Random, batch_size: int, start_ns: int) -> NormalisedBatch:
-    """Traces of a CHAIN root (the auto turn) and an LLM child, as normalise would emit them."""
+def build_batch(rng: random.Random, batch_size: int, start_ns: int, versions: bool = True) -> NormalisedBatch:
+    """Traces of a CHAIN root (the auto turn) and an LLM child, as normalise would emit them (with
+    ``versions``, the turns carry the resource's service.version as their app version)."""
     batch = NormalisedBatch()
     resource = orjson.dumps({"service.name": "bench-bot", "service.version": "1.0"}).decode()
     while len(batch.spans) < batch_size:
@@ -91,7 +92,7 @@ def build_batch(rng: random.Random, batch_size: int, start_ns: int) -> Normalise
         batch.turns.append(TurnRow(
             turn_id=trace, trace_id=trace, span_id=root_id, auto=True, session_id=session, user_id=user,
             source="website", service="bench-bot", start_ns=t0, latency_s=0.9, user_message=question,
-            bot_response=answer, model=None))
+            bot_response=answer, model=None, app_version="1.0" if versions else None))
         if rng.randrange(64) == 0:
             batch.feedback.append(FeedbackRow(turn_id=trace, rating=rng.choice(("up", "down")),
                                               comment=None, origin="span", time_ns=t0 + 2 * 10**9,
@@ -233,13 +234,15 @@ def main() -> int:
     parser.add_argument("--database-url", help="admin URL of a Postgres to use instead of an embedded one")
     parser.add_argument("--profile", action="store_true", help="cProfile the writes (one writer)")
     parser.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE one extra batch's statements")
+    parser.add_argument("--no-versions", action="store_true",
+                        help="turns without an app version: its cost by difference")
     args = parser.parse_args()
     if args.batches < 1 or args.batch_size < 2 or args.rounds < 1 or args.writers < 1:
         parser.error("--batches, --rounds and --writers must be >= 1 and --batch-size >= 2")
 
     rng = random.Random(7)
     now = time.time_ns()
-    batches = [build_batch(rng, args.batch_size, now) for _ in range(args.batches + 1)]
+    batches = [build_batch(rng, args.batch_size, now, not args.no_versions) for _ in range(args.batches + 1)]
     warmup = batches.pop()
     gc.freeze()  # the pre-built rows are not garbage: keep the collector from rescanning them (CPU figures)
     total = sum(len(b.spans) for b in batches)

@@ -15,6 +15,7 @@ from otel_chatbot.sdk import (
     instrument,
     is_instrumented,
     record_feedback,
+    record_outcome,
     set_injection_classifier,
     shutdown,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "instrument",
     "is_instrumented",
     "record_feedback",
+    "record_outcome",
     "redact",
     "set_injection_classifier",
     "shutdown",

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from otel_chatbot.processor.config import ConfigError, ProcessorConfig, load_config
-from otel_chatbot.quality import evaluate_cli
+from otel_chatbot.quality import evaluate_cli, stats
 
 _PROG = "otel-chatbot"
 
@@ -151,14 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="send the traffic to this OTLP/HTTP base URL (a Collector or a running processor, "
                            "with --auth-token if it needs one) instead of starting a processor")
 
-    stats = commands.add_parser(
-        "stats", help="print a summary of the stored chat data", formatter_class=formatter,
-        description="Turns, sessions, users, p50/p95 latency, fallback/error/hallucination/injection and "
-                    "thumbs-down rates, tokens and cost by model, and engagement by channel (conversations, "
-                    "turns per conversation, returning users, abandoned conversations, CSAT), read from "
-                    "Postgres.",
-        epilog="examples:\n  otel-chatbot stats\n  otel-chatbot stats --database-url postgresql://otel@db/otel\n")
-    _add_database(stats)
+    stats.add_parser(commands, _add_database)
 
     purge = commands.add_parser(
         "purge", help="drop stored spans and turns older than N days", formatter_class=formatter,
@@ -258,19 +251,6 @@ def _migrate(config: ProcessorConfig) -> int:
     return 0
 
 
-def _stats(config: ProcessorConfig) -> int:
-    import psycopg
-
-    from otel_chatbot.store.engagement import engagement_by_channel, format_engagement
-    from otel_chatbot.store.queries import chat_summary, format_summary
-
-    with _database_url(config) as url, psycopg.connect(url) as conn:
-        print(format_summary(chat_summary(conn)))
-        print()
-        print(format_engagement(engagement_by_channel(conn)))
-    return 0
-
-
 def _purge(config: ProcessorConfig, days: int) -> int:
     if days < 1:
         raise ConfigError(f"older_than: expected a number of days >= 1, got {days}")
@@ -325,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             return _migrate(config)
         if args.command == "stats":
-            return _stats(config)
+            return stats.run(args, config, _database_url)
         if args.command == "purge":
             return _purge(config, args.older_than)
         if args.command == "evaluate":

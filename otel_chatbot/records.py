@@ -68,6 +68,12 @@ class TurnRow:
     blocked: bool = False
     rate_limited: bool = False
     error: bool = False
+    # Handed to a human agent (chat.escalated on the turn or a span of it), and the prompt template /
+    # app version that answered (llm.prompt_template.version, resource service.version, chat.* aliases).
+    escalated: bool = False
+    escalation_reason: str | None = None
+    prompt_version: str | None = None
+    app_version: str | None = None
 
 
 @dataclass(slots=True)
@@ -100,24 +106,60 @@ class FeedbackRow:
 
 
 @dataclass(slots=True)
+class OutcomeRow:
+    """A business outcome of a conversation (conversion, lead, csat, nps), by session and/or turn."""
+
+    kind: str
+    value: float | None
+    label: str | None
+    session_id: str | None
+    turn_id: str | None
+    origin: str  # "span" | "log" | "api"
+    time_ns: int
+    service: str | None = None
+    source: str | None = None
+    # Identity of the event, so a batch retried by the Collector stores it once: "span:<trace>:<span>",
+    # "log:<digest>", "api:<client id>"; None (an API call without an id) is always new.
+    key: str | None = None
+
+
+@dataclass(slots=True)
+class TurnExtras:
+    """Escalation and versions a span adds to its turn (the turn id it names, or its trace's turn)."""
+
+    trace_id: str
+    turn_id: str | None  # None: the span names no turn (an unstamped span of its trace)
+    escalated: bool = False
+    escalation_reason: str | None = None
+    prompt_version: str | None = None
+    app_version: str | None = None
+
+
+@dataclass(slots=True)
 class NormalisedBatch:
     spans: list[SpanRow] = field(default_factory=list)
     turns: list[TurnRow] = field(default_factory=list)
     feedback: list[FeedbackRow] = field(default_factory=list)
     flags: list[FlagRow] = field(default_factory=list)
+    outcomes: list[OutcomeRow] = field(default_factory=list)
+    turn_extras: list[TurnExtras] = field(default_factory=list)
     # Feedback events (spans or log records) dropped because the rating is not "up"/"down" or the
     # turn id is missing: the receiver reports them (OTLP partial success) instead of failing the request.
     invalid_feedback: int = 0
+    invalid_outcomes: int = 0  # outcome events dropped the same way (bad kind or value, no session/turn)
 
     def extend(self, other: NormalisedBatch) -> None:
         self.spans.extend(other.spans)
         self.turns.extend(other.turns)
         self.feedback.extend(other.feedback)
         self.flags.extend(other.flags)
+        self.outcomes.extend(other.outcomes)
+        self.turn_extras.extend(other.turn_extras)
         self.invalid_feedback += other.invalid_feedback
+        self.invalid_outcomes += other.invalid_outcomes
 
     def __len__(self) -> int:
-        return len(self.spans) + len(self.feedback)
+        return len(self.spans) + len(self.feedback) + len(self.outcomes)
 
 
 @dataclass(slots=True)
@@ -139,3 +181,7 @@ class CommitResult:
     parked_feedback: int = 0  # feedback events waiting for their turn (pending_feedback)
     expired_feedback: int = 0  # pending feedback dropped to keep the table within its count limit
     duplicate_spans: int = 0
+    new_outcomes: list[OutcomeRow] = field(default_factory=list)  # stored or attached to their turn now
+    parked_outcomes: int = 0  # outcomes naming a turn not stored yet (kept, attached when it comes)
+    # turns whose escalation was stored for the first time: (service, source, reason)
+    new_escalations: list[tuple[str, str | None, str | None]] = field(default_factory=list)

@@ -33,6 +33,18 @@ CHAT_RATE_LIMITED: Final = "chat.rate_limited"
 CHAT_FEEDBACK_RATING: Final = "chat.feedback.rating"
 CHAT_FEEDBACK_COMMENT: Final = "chat.feedback.comment"
 CHAT_FEEDBACK_SPAN_NAME: Final = "chat.feedback"
+# Escalation of a turn to a human agent (the turn span), and business outcomes (a chat.outcome span
+# or log record naming a session or a turn).
+CHAT_ESCALATED: Final = "chat.escalated"
+CHAT_ESCALATION_REASON: Final = "chat.escalation.reason"
+CHAT_OUTCOME_SPAN_NAME: Final = "chat.outcome"
+CHAT_OUTCOME_KIND: Final = "chat.outcome.kind"
+CHAT_OUTCOME_VALUE: Final = "chat.outcome.value"
+CHAT_OUTCOME_LABEL: Final = "chat.outcome.label"
+OUTCOME_KINDS: Final = ("conversion", "lead", "csat", "nps")
+# The prompt template version that answered a turn (OpenInference's name) and the app version.
+PROMPT_TEMPLATE_VERSION: Final = "llm.prompt_template.version"
+SERVICE_VERSION: Final = "service.version"
 CHAT_TURN_SPAN_NAME: Final = "chat.turn"
 CHAT_USAGE_SPAN_NAME: Final = "chat.usage"
 # Stamped by the SDK on every span started inside a chat_turn (value: the turn id). Such spans are
@@ -69,6 +81,8 @@ MODEL_ALIASES: Final = (
     "llm.response.model",
     "llm.request.model",
 )
+PROMPT_VERSION_ALIASES: Final = (PROMPT_TEMPLATE_VERSION, "chat.prompt.version", "traceloop.prompt.version")
+APP_VERSION_ALIASES: Final = (SERVICE_VERSION, "chat.app.version")
 PROVIDER_ALIASES: Final = (GEN_AI_PROVIDER_NAME, "llm.provider", "llm.system", "gen_ai.system")
 INPUT_TOKEN_ALIASES: Final = (
     GEN_AI_USAGE_INPUT_TOKENS,

@@ -1,7 +1,8 @@
-"""Engagement: conversations per day, turns per conversation, returning users, drop-off, CSAT (Postgres).
+"""Engagement: conversations per day, turns per conversation, returning users, drop-off, CSAT,
+conversion and escalation rates (Postgres).
 
-Reads the engagement_* views of migration 0006 (the same ones `otel-chatbot stats` reads). Days are
-UTC dates; the range's first and last day are included.
+Reads the engagement_* views of migration 0006 (the same ones `otel-chatbot stats` reads) and
+business_outcomes_daily (0014). Days are UTC dates; the range's first and last day are included.
 """
 
 from __future__ import annotations
@@ -85,6 +86,25 @@ GROUP BY 1, 2
 ORDER BY 1
 """
 
+# business_outcomes_daily (migration 0014): conversations of the day with a conversion outcome, and the
+# share of the day's turns handed to a human agent.
+CONVERSION_RATE = f"""
+SELECT {DAY_TIME}, source AS metric,
+       sum(converted_conversations)::double precision / NULLIF(sum(conversations), 0) AS value
+FROM business_outcomes_daily
+WHERE {DAYS} AND {V}
+GROUP BY 1, 2
+ORDER BY 1
+"""
+
+ESCALATION_RATE = f"""
+SELECT {DAY_TIME}, source AS metric, sum(escalated_turns)::double precision / NULLIF(sum(turns), 0) AS value
+FROM business_outcomes_daily
+WHERE {DAYS} AND {V}
+GROUP BY 1, 2
+ORDER BY 1
+"""
+
 
 def build() -> Dashboard:
     return Dashboard(
@@ -119,6 +139,16 @@ def build() -> Dashboard:
                       "Share of rated turns rated thumbs-up, per day and channel.", "percentunit",
                       [sql(CSAT)], width=12, min=0, max=1,
                       steps=threshold_steps((None, "red"), (0.7, "green"))),
+            ],
+            [
+                Panel("timeseries", "Conversion rate by channel",
+                      "Conversations with a conversion outcome (record_outcome, POST /v1/outcomes) among the "
+                      "conversations of the day.", "percentunit", [sql(CONVERSION_RATE)], width=12, min=0,
+                      max=1),
+                Panel("timeseries", "Escalation rate by channel",
+                      "Share of the day's turns handed to a human agent (chat.escalated).", "percentunit",
+                      [sql(ESCALATION_RATE)], width=12, min=0,
+                      steps=threshold_steps((None, "green"), (0.15, "red"))),
             ],
             [
                 Panel("barchart", "Where conversations are abandoned",

@@ -24,6 +24,7 @@ __all__ = ["DEFAULT_DURATION", "run_demo", "send_demo_traffic"]
 
 DEFAULT_DURATION = 20.0
 DEMO_SERVICE = "support-bot-demo"
+DEMO_VERSION = "1.0.0"  # the app version stored per turn (resource service.version)
 
 
 class _Progress:
@@ -81,7 +82,7 @@ def run_demo(config: ProcessorConfig, *, duration: float | None, rate: float, on
     try:
         http_host, http_port = processor.http_address
         headers = {"authorization": f"Bearer {config.auth_token}"} if config.auth_token else None
-        instrument(DEMO_SERVICE, endpoint=f"http://{http_host}:{http_port}", headers=headers,
+        instrument(DEMO_SERVICE, DEMO_VERSION, endpoint=f"http://{http_host}:{http_port}", headers=headers,
                    instrument_libraries=["langchain"], set_global=False)
         out.write(f"simulating a support chatbot: {rate:g} turns/s for {seconds:g} s "
                   f"(OTLP/HTTP → http://{http_host}:{http_port})\n")
@@ -135,7 +136,8 @@ def send_demo_traffic(endpoint: str, *, duration: float | None, rate: float, aut
     warnings.filterwarnings("ignore", message=r"Calling \.text\(\) as a method is deprecated")
     headers = {"authorization": f"Bearer {auth_token}"} if auth_token else None
     exporter = _DeliveryCounter(_build_exporter(endpoint.rstrip("/"), "http", headers))
-    instrument(DEMO_SERVICE, exporter=exporter, instrument_libraries=["langchain"], set_global=False)
+    instrument(DEMO_SERVICE, DEMO_VERSION, exporter=exporter, instrument_libraries=["langchain"],
+               set_global=False)
     try:
         out.write(f"simulating a support chatbot: {rate:g} turns/s for {seconds:g} s "
                   f"(OTLP/HTTP → {endpoint})\n")

@@ -20,6 +20,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
 from otel_chatbot.sdk.feedback import record_feedback
+from otel_chatbot.sdk.outcomes import record_outcome
 from otel_chatbot.sdk.turn import PromptInjectionBlocked, chat_turn
 
 __all__ = ["SimStats", "Simulator"]
@@ -54,6 +55,9 @@ FALLBACK_REASONS = ("no_answer", "out_of_scope", "low_confidence", "handoff")
 COUNTRIES = ("Canada", "Germany", "Brazil", "Japan", "Spain", "Kenya")
 COMMENTS_DOWN = ("wrong answer", "did not help", "that's not what I asked", "too slow")
 COMMENTS_UP = ("thanks!", "quick and helpful", None, None)
+# An A/B test of two prompt versions, one per conversation; the newer converts a little better.
+PROMPT_VERSIONS = (("support-v1", 0.12), ("support-v2", 0.18))
+GOALS = ("purchase", "signup")
 
 
 @dataclass
@@ -69,6 +73,8 @@ class SimStats:
     rate_limited: int = 0
     thumbs_up: int = 0
     thumbs_down: int = 0
+    escalations: int = 0
+    conversions: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def line(self) -> str:
@@ -76,7 +82,8 @@ class SimStats:
         return (f"[{elapsed:6.1f}s] turns {self.turns} ({self.turns / elapsed:.1f}/s)  errors {self.errors}  "
                 f"fallbacks {self.fallbacks}  hallucinations {self.hallucinations}  "
                 f"injections {self.injections} (blocked {self.blocked})  rate-limited {self.rate_limited}  "
-                f"feedback up {self.thumbs_up} / down {self.thumbs_down}")
+                f"feedback up {self.thumbs_up} / down {self.thumbs_down}  "
+                f"escalations {self.escalations}  conversions {self.conversions}")
 
 
 @dataclass
@@ -85,6 +92,8 @@ class _Session:
     user_id: str
     source: str
     turns_left: int
+    prompt_version: str = PROMPT_VERSIONS[0][0]
+    ended: bool = False  # its outcome was reported (turns of it may still be in flight)
 
 
 class ProviderError(RuntimeError):
@@ -155,7 +164,8 @@ class Simulator:
             self._session_seq += 1
             self._sessions.append(_Session(
                 session_id=f"sess-{self._session_seq:05d}-{rng.randrange(16**6):06x}",
-                user_id=rng.choice(self._users), source=_pick(rng, CHANNELS), turns_left=rng.randint(1, 6)))
+                user_id=rng.choice(self._users), source=_pick(rng, CHANNELS), turns_left=rng.randint(1, 6),
+                prompt_version=rng.choice(PROMPT_VERSIONS)[0]))
         session = rng.choice(self._sessions)
         session.turns_left -= 1
         if session.turns_left <= 0:
@@ -194,7 +204,7 @@ class Simulator:
         try:
             async with chat_turn(session_id=session.session_id, user_id=session.user_id,
                                  source=session.source, user_message=question,
-                                 block_injections=block) as turn:
+                                 block_injections=block, prompt_version=session.prompt_version) as turn:
                 if outcome == "rate_limited":
                     stats.rate_limited += 1
                     turn.mark_rate_limited()
@@ -213,8 +223,12 @@ class Simulator:
                 turn.add_usage(model, input_tokens, output_tokens, provider=provider, duration_s=latency)
                 if outcome == "fallback":
                     stats.fallbacks += 1
-                    turn.mark_fallback(rng.choice(FALLBACK_REASONS))
+                    reason = rng.choice(FALLBACK_REASONS)
+                    turn.mark_fallback(reason)
                     reply = "Sorry, I don't know that one. Let me connect you with a colleague."
+                    if reason == "handoff":
+                        stats.escalations += 1
+                        turn.mark_escalated("no_answer")
                 elif outcome == "hallucination":
                     stats.hallucinations += 1
                     turn.mark_hallucination(source="app")
@@ -226,6 +240,20 @@ class Simulator:
             self._feedback(blocked.turn_id, bad=False, chance=0.1)
             return
         self._feedback(turn.id, bad=outcome in ("fallback", "hallucination", "slow", "error"), chance=0.35)
+        if session.turns_left <= 0 and not session.ended:
+            session.ended = True
+            self._session_outcome(session, bad=outcome != "normal")
+
+    def _session_outcome(self, session: _Session, *, bad: bool) -> None:
+        """At the end of a conversation: maybe a conversion, maybe a CSAT answer."""
+        rng = self.rng
+        rate = dict(PROMPT_VERSIONS)[session.prompt_version]
+        if rng.random() < (rate / 3 if bad else rate):
+            self.stats.conversions += 1
+            record_outcome(session.session_id, "conversion", round(rng.uniform(10, 200), 2),
+                           label=rng.choice(GOALS))
+        if rng.random() < 0.3:
+            record_outcome(session.session_id, "csat", rng.randint(1, 3) if bad else rng.randint(3, 5))
 
     def _feedback(self, turn_id: str, *, bad: bool, chance: float) -> None:
         rng = self.rng

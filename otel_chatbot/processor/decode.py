@@ -316,20 +316,33 @@ def decode_events(encoded: Sequence[bytes]) -> list[dict[str, Any]]:
 # --- export responses ------------------------------------------------------------------------
 # Unusable feedback (rating not up/down, no turn id) is reported as a partial success, not a
 # rejection: the rest of the request is stored, so the Collector must not retry it.
-def traces_response(invalid_feedback: int) -> ExportTraceServiceResponse:
-    """The answer to a trace export whose batch dropped ``invalid_feedback`` feedback spans."""
-    if not invalid_feedback:
+def traces_response(invalid_feedback: int, invalid_outcomes: int = 0) -> ExportTraceServiceResponse:
+    """The answer to a trace export whose batch dropped ``invalid_feedback`` feedback spans and
+    ``invalid_outcomes`` outcome spans."""
+    if not invalid_feedback and not invalid_outcomes:
         return ExportTraceServiceResponse()
-    # The spans themselves are stored (rejected_spans=0); only their feedback was ignored.
+    # The spans themselves are stored (rejected_spans=0); only their feedback or outcome was ignored.
     return ExportTraceServiceResponse(partial_success=ExportTracePartialSuccess(
-        rejected_spans=0, error_message=f"{invalid_feedback} feedback span(s) ignored: "
-        "chat.feedback.rating must be 'up' or 'down' and chat.turn.id must be set"))
+        rejected_spans=0, error_message=_ignored_message(invalid_feedback, invalid_outcomes, "span")))
 
 
-def logs_response(invalid_feedback: int) -> ExportLogsServiceResponse:
-    """The answer to a logs export whose batch dropped ``invalid_feedback`` feedback records."""
-    if not invalid_feedback:
+def logs_response(invalid_feedback: int, invalid_outcomes: int = 0) -> ExportLogsServiceResponse:
+    """The answer to a logs export whose batch dropped ``invalid_feedback`` feedback records and
+    ``invalid_outcomes`` outcome records."""
+    if not invalid_feedback and not invalid_outcomes:
         return ExportLogsServiceResponse()
     return ExportLogsServiceResponse(partial_success=ExportLogsPartialSuccess(
-        rejected_log_records=invalid_feedback,
-        error_message="feedback records need chat.turn.id and chat.feedback.rating 'up' or 'down'"))
+        rejected_log_records=invalid_feedback + invalid_outcomes,
+        error_message=_ignored_message(invalid_feedback, invalid_outcomes, "record")))
+
+
+def _ignored_message(feedback: int, outcomes: int, what: str) -> str:
+    parts = []
+    if feedback:
+        parts.append(f"{feedback} feedback {what}(s) ignored: chat.feedback.rating must be 'up' or 'down' "
+                     "and chat.turn.id must be set")
+    if outcomes:
+        parts.append(f"{outcomes} outcome {what}(s) ignored: chat.outcome.kind must be conversion, lead, "
+                     "csat or nps with a valid chat.outcome.value, and session.id or chat.turn.id must be "
+                     "set")
+    return "; ".join(parts)

@@ -111,7 +111,7 @@ class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         except Exception as exc:
             abort_internal(context, exc)
         self._h.commit(batch, context)
-        return traces_response(batch.invalid_feedback)
+        return traces_response(batch.invalid_feedback, batch.invalid_outcomes)
 
 
 class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
@@ -128,7 +128,7 @@ class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
         except Exception as exc:
             abort_internal(context, exc)
         self._h.commit(batch, context)
-        return logs_response(batch.invalid_feedback)
+        return logs_response(batch.invalid_feedback, batch.invalid_outcomes)
 
 
 def _unary(method: Callable[[bytes, grpc.ServicerContext], Any]) -> grpc.RpcMethodHandler:

@@ -1,8 +1,8 @@
 """OTLP/HTTP receiver and the small HTTP API (Starlette app served by uvicorn in its own thread).
 
-POST /v1/traces, /v1/logs (protobuf or JSON, optionally gzip/deflate), POST /v1/feedback,
+POST /v1/traces, /v1/logs (protobuf or JSON, optionally gzip/deflate), POST /v1/feedback, /v1/outcomes,
 GET /healthz, GET /readyz. Answers 200 only after the pipeline committed the request's data (feedback
-for a turn not stored yet: 202, committed as pending until the turn arrives).
+or an outcome for a turn not stored yet: 202, committed as pending until the turn arrives).
 Errors follow the OTLP spec: a google.rpc.Status body in the request's encoding; 400/413/415 are
 permanent, 429/503 carry Retry-After so the Collector retries; a processor bug answers 500 (INTERNAL)
 and is logged, never a 400 that would blame the client.
@@ -45,6 +45,7 @@ from otel_chatbot.processor.decode import (
     traces_response,
 )
 from otel_chatbot.processor.normalise import Redact, normalise_logs, normalise_traces
+from otel_chatbot.processor.outcomes_api import OutcomeRequestError, outcome_row
 from otel_chatbot.processor.pipeline import Pipeline
 from otel_chatbot.processor.pricing import PriceTable
 from otel_chatbot.records import FeedbackRow, NormalisedBatch
@@ -140,6 +141,7 @@ class HttpReceiver:
             Route("/v1/traces", self._traces, methods=["POST"]),
             Route("/v1/logs", self._logs, methods=["POST"]),
             Route("/v1/feedback", self._feedback, methods=["POST"]),
+            Route("/v1/outcomes", self._outcomes, methods=["POST"]),
             Route("/healthz", self._healthz, methods=["GET"]),
             Route("/readyz", self._readyz, methods=["GET"]),
             *extra_routes,  # the review page and widget (otel_chatbot.ui), mounted under /ui
@@ -252,7 +254,8 @@ class HttpReceiver:
             batch = await self._receive(request, content_type, self._decode_traces)
         except HttpError as exc:
             return error_response(exc, content_type)
-        return _otlp_response(traces_response(batch.invalid_feedback), content_type, "rejectedSpans", 0)
+        return _otlp_response(traces_response(batch.invalid_feedback, batch.invalid_outcomes), content_type,
+                              "rejectedSpans", 0)
 
     async def _logs(self, request: Request) -> Response:
         content_type = request.headers.get("content-type", "")
@@ -260,8 +263,9 @@ class HttpReceiver:
             batch = await self._receive(request, content_type, self._decode_logs)
         except HttpError as exc:
             return error_response(exc, content_type)
-        return _otlp_response(logs_response(batch.invalid_feedback), content_type, "rejectedLogRecords",
-                              batch.invalid_feedback)
+        rejected = batch.invalid_feedback + batch.invalid_outcomes
+        return _otlp_response(logs_response(batch.invalid_feedback, batch.invalid_outcomes), content_type,
+                              "rejectedLogRecords", rejected)
 
     # --- API -------------------------------------------------------------------------------------
     async def _feedback(self, request: Request) -> Response:
@@ -280,6 +284,28 @@ class HttpReceiver:
             _log.warning("feedback: turn lookup failed: %s", exc)
             return error_response(HttpError(503, "database unavailable", _UNAVAILABLE, 5), JSON)
         body = {"turn_id": row.turn_id, "rating": row.rating, "stored": stored, "pending": not stored}
+        return Response(orjson.dumps(body), 200 if stored else 202, media_type=JSON)
+
+    async def _outcomes(self, request: Request) -> Response:
+        try:
+            self._check_auth(request)
+            if media_type(request.headers.get("content-type", JSON)) != JSON:
+                raise HttpError(415, "expected Content-Type application/json")
+            try:
+                row = outcome_row(await self._body(request))
+            except OutcomeRequestError as exc:
+                raise HttpError(400, str(exc)) from None
+            # Only a turn-only outcome can wait: one naming a session is stored by session.
+            stored = (row.session_id is not None
+                      or await asyncio.to_thread(self._turn_exists, row.turn_id or ""))
+            await self._commit(NormalisedBatch(outcomes=[row]))
+        except HttpError as exc:
+            return error_response(exc, JSON)
+        except Exception as exc:  # turn lookup failed: the database is down
+            _log.warning("outcome: turn lookup failed: %s", exc)
+            return error_response(HttpError(503, "database unavailable", _UNAVAILABLE, 5), JSON)
+        body = {"session_id": row.session_id, "turn_id": row.turn_id, "kind": row.kind, "stored": stored,
+                "pending": not stored}
         return Response(orjson.dumps(body), 200 if stored else 202, media_type=JSON)
 
     def _feedback_row(self, body: bytes) -> FeedbackRow:

@@ -36,6 +36,8 @@ GEN_AI_DURATION_BUCKETS: Final = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
 )
 EVALUATION_SCORE_BUCKETS: Final = tuple(float(i) for i in range(1, 11))  # judge scores are 0-10
+CSAT_BUCKETS: Final = (1.0, 2.0, 3.0, 4.0, 5.0)  # CSAT is a 1-5 rating
+NPS_BUCKETS: Final = tuple(float(i) for i in range(11))  # NPS answers are 0-10 (6 = detractor, 8 = passive)
 WRITE_DURATION_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 WRITE_BATCH_BUCKETS: Final = (1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000)
 
@@ -248,6 +250,16 @@ class ProcessorMetrics:
         self.gen_ai_duration = _HistogramFamily(
             "gen_ai_client_operation_duration_seconds", "GenAI operation duration (GenAI semconv).",
             (*genai, "error_type"), GEN_AI_DURATION_BUCKETS)
+        self.conversions = _CounterFamily(
+            "chatbot_conversions_total", "Conversion outcomes (sign-up, booking, purchase…) by goal.",
+            (*turn, "goal"))
+        self.escalations = _CounterFamily(
+            "chatbot_escalations_total", "Turns handed to a human agent.", (*turn, "reason"))
+        self.csat = _HistogramFamily("chatbot_csat_score", "CSAT ratings (1-5).", ("service",), CSAT_BUCKETS)
+        self.nps = _HistogramFamily("chatbot_nps_score", "NPS answers (0-10).", ("service",), NPS_BUCKETS)
+        self.turns_by_version = _CounterFamily(
+            "chatbot_turns_by_version_total", "Chat turns by prompt template version and app version.",
+            ("service", "prompt_version", "app_version"))
         self.folded = _CounterFamily(
             "otel_chatbot_label_values_folded_total",
             "Observations whose label value was replaced by 'other' (cardinality cap).", ("label",))
@@ -255,6 +267,7 @@ class ProcessorMetrics:
         families: list[_CounterFamily | _HistogramFamily] = [
             self.turns, *self._flags, self.fallbacks, self.sessions, self.feedback, self.tokens, self.cost,
             self.turn_duration, self.evaluation_score, self.gen_ai_tokens, self.gen_ai_duration, self.folded,
+            self.conversions, self.escalations, self.csat, self.nps, self.turns_by_version,
         ]
         self.chat_families: tuple[_CounterFamily | _HistogramFamily, ...] = tuple(families)
         self.registry.register(_ChatCollector(self._lock, families))
@@ -291,6 +304,9 @@ class ProcessorMetrics:
             "otel_chatbot_feedback_expired_total",
             "Pending feedback dropped: its turn did not arrive in time (age) or the table was full (cap).",
             ["reason"], registry=r)
+        self._outcomes_pending = Counter(
+            "otel_chatbot_outcomes_pending_total",
+            "Outcomes that named a turn not stored yet: kept, counted when the turn arrives.", registry=r)
         for reason in FEEDBACK_EXPIRY_REASONS:
             self._feedback_expired.labels(reason)
         # Every label set exists at 0 from the start, so increase() sees a first burst of refusals.
@@ -357,6 +373,14 @@ class ProcessorMetrics:
             group[2].append(s.end_ns - s.start_ns)
             group[3].append(s.cost_usd)
 
+        version_groups: dict[tuple[str, str | None, str | None], int] = {}
+        # Turns escalated when first stored, then stored turns a later span escalated (once per turn).
+        escalations = [(t.service, t.source, t.escalation_reason) for t in result.new_turns if t.escalated]
+        escalations += result.new_escalations
+        for t in result.new_turns:
+            if t.prompt_version is not None or t.app_version is not None:
+                vkey = (t.service, t.prompt_version, t.app_version)
+                version_groups[vkey] = version_groups.get(vkey, 0) + 1
         feedback_groups: dict[tuple[str | None, str], int] = {}
         for f in result.new_feedback:
             fbkey = (f.service, f.rating)
@@ -405,6 +429,7 @@ class ProcessorMetrics:
             for (service, source), n in session_groups.items():
                 labels = (_clean(service), _clean(source))
                 self.sessions.add(self._fold(self.sessions.labelnames, labels, n), n)
+            self._count_outcomes(result, version_groups, escalations)
         if result.new_spans:
             self._committed.inc(len(result.new_spans))
         if result.duplicate_spans:
@@ -413,6 +438,30 @@ class ProcessorMetrics:
             self._feedback_pending.inc(result.parked_feedback)
         if result.expired_feedback:
             self._feedback_expired.labels("cap").inc(result.expired_feedback)
+        if result.parked_outcomes:
+            self._outcomes_pending.inc(result.parked_outcomes)
+
+    def _count_outcomes(self, result: CommitResult,
+                        version_groups: dict[tuple[str, str | None, str | None], int],
+                        escalations: list[tuple[str, str | None, str | None]]) -> None:
+        """Conversions, CSAT/NPS, escalations and turns by version of a commit (caller holds the lock)."""
+        for (service, prompt_version, app_version), n in version_groups.items():
+            labels = (_clean(service), _clean(prompt_version), _clean(app_version))
+            self.turns_by_version.add(self._fold(self.turns_by_version.labelnames, labels, n), n)
+        scores: dict[tuple[str, str | None], list[float]] = {}
+        for o in result.new_outcomes:
+            if o.kind == "conversion":
+                labels = (_clean(o.service), _clean(o.source), _clean(o.label))
+                self.conversions.add(self._fold(self.conversions.labelnames, labels), 1)
+            elif o.kind in ("csat", "nps") and o.value is not None:
+                scores.setdefault((o.kind, o.service), []).append(o.value)
+        for (kind, scored_service), values in scores.items():
+            family = self.csat if kind == "csat" else self.nps
+            folded = self._fold(family.labelnames, (_clean(scored_service),), len(values))
+            family.merge(folded, family.cell_of(values))
+        for turn_service, source, reason in escalations:
+            labels = (_clean(turn_service), _clean(source), _clean(reason))
+            self.escalations.add(self._fold(self.escalations.labelnames, labels), 1)
 
     def observe_evaluation(self, dimension: str, score: float) -> None:
         """One LLM-judge score (0-10) for ``dimension`` (accuracy, relevance, clarity, groundedness)."""

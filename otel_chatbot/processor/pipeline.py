@@ -144,7 +144,7 @@ class Pipeline:
     # --- intake ----------------------------------------------------------------------------------
     def submit(self, batch: NormalisedBatch, transport: str) -> Future[CommitResult]:
         """Queue ``batch``; raises QueueFull / Unavailable (retryable) instead of waiting for room."""
-        if not batch.spans and not batch.feedback and not batch.turns:
+        if not batch.spans and not batch.feedback and not batch.turns and not batch.outcomes:
             # Nothing to store (e.g. ordinary log lines on /v1/logs): no transaction for it.
             done: Future[CommitResult] = Future()
             done.set_result(CommitResult())

@@ -2,6 +2,7 @@
 
 from otel_chatbot.sdk.feedback import record_feedback
 from otel_chatbot.sdk.injection import detect_prompt_injection, set_injection_classifier
+from otel_chatbot.sdk.outcomes import record_outcome
 from otel_chatbot.sdk.tracing import force_flush, instrument, is_instrumented, shutdown
 from otel_chatbot.sdk.turn import ChatTurn, PromptInjectionBlocked, chat_turn, current_turn
 
@@ -15,6 +16,7 @@ __all__ = [
     "instrument",
     "is_instrumented",
     "record_feedback",
+    "record_outcome",
     "set_injection_classifier",
     "shutdown",
 ]

@@ -158,6 +158,7 @@ def _instrument_libraries(provider: TracerProvider, libraries: Iterable[str]) ->
 
 def instrument(
     service_name: str | None = None,
+    service_version: str | None = None,
     *,
     endpoint: str | None = None,
     protocol: str | None = None,
@@ -226,6 +227,8 @@ def instrument(
                 attrs: dict[str, Any] = dict(resource_attributes or {})
                 if service_name:
                     attrs["service.name"] = service_name
+                if service_version:
+                    attrs["service.version"] = service_version
                 provider, owns = TracerProvider(resource=Resource.create(attrs)), True
                 if set_global:
                     trace.set_tracer_provider(provider)

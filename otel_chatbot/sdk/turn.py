@@ -101,6 +101,12 @@ class ChatTurn:
             {semconv.CHAT_HALLUCINATION: True, semconv.CHAT_HALLUCINATION_SOURCE: source}
         )
 
+    def mark_escalated(self, reason: str | None = None) -> None:
+        """The conversation was handed to a human agent at this turn (``reason``: e.g. "billing")."""
+        self.span.set_attribute(semconv.CHAT_ESCALATED, True)
+        if reason:
+            self.span.set_attribute(semconv.CHAT_ESCALATION_REASON, reason)
+
     def mark_blocked(self) -> None:
         self.blocked = True
         self.span.set_attribute(semconv.CHAT_BLOCKED, True)
@@ -328,6 +334,7 @@ def chat_turn(
     attributes: dict[str, Any] | None = None,
     block_injections: bool | None = None,
     name: str = semconv.CHAT_TURN_SPAN_NAME,
+    prompt_version: str | None = None,
 ) -> _TurnScope:
     """One chat turn: ``with chat_turn(session_id=..., user_id=..., source="web", user_message=m) as t:``.
 
@@ -335,5 +342,9 @@ def chat_turn(
     ``user_id``, ``source``, ``user_message`` or ``message``, and a ``str`` return value becomes the
     bot reply. ``block_injections`` (default: the ``instrument()`` setting, off) makes entering a
     turn whose message is flagged as a prompt injection raise ``PromptInjectionBlocked``.
+    ``prompt_version`` names the prompt template that answers (compare versions in ``stats --by``);
+    the app's own version is the resource's ``service.version`` (``instrument(service_version=...)``).
     """
+    if prompt_version:
+        attributes = {**(attributes or {}), semconv.PROMPT_TEMPLATE_VERSION: prompt_version}
     return _TurnScope(session_id, user_id, source, user_message, turn_id, attributes, block_injections, name)

@@ -40,7 +40,7 @@ SPAN_TYPES = ("text", "text", "text", "text", "int2", "timestamptz", "timestampt
 TURN_COLUMNS = ("turn_id", "started_at", "trace_id", "span_id", "auto", "session_id", "user_id", "source",
                 "service", "latency_seconds", "user_message", "bot_response", "model", "fallback",
                 "fallback_reason", "hallucinated", "hallucination_source", "prompt_injection", "blocked",
-                "rate_limited", "error")
+                "rate_limited", "error", "escalated", "escalation_reason", "prompt_version", "app_version")
 NEW_TURN_COLUMNS = (*TURN_COLUMNS, "input_tokens", "output_tokens", "cost_usd", "settle_at")
 
 _float8 = struct.Struct(">id").pack
@@ -145,6 +145,7 @@ class TurnEncoder:
         self._text = _cached(_text)
         self._opt = _cached(_text)
         self._tails: dict[_TurnTail, bytes] = {}
+        self._extras: dict[tuple[bool, str | None, str | None, str | None], bytes] = {}
 
     def turn_parts(self, turns: Iterable[TurnRow]) -> list[TurnParts]:
         """The encoding of each turn up to ``model`` (model, flags and usage may come from the turn's
@@ -181,6 +182,17 @@ class TurnEncoder:
                 + b[v.rate_limited] + b[error])
         return after
 
+    def extras(self, t: TurnRow) -> bytes:
+        """Escalation and prompt / app version, the turn's own (few distinct combinations: cached)."""
+        key = (t.escalated, t.escalation_reason, t.prompt_version, t.app_version)
+        found = self._extras.get(key)
+        if found is None:
+            if len(self._extras) >= _CACHE_MAX:
+                self._extras.clear()
+            found = self._extras[key] = (_BOOL[t.escalated] + _opt_text(t.escalation_reason)
+                                         + _opt_text(t.prompt_version) + _opt_text(t.app_version))
+        return found
+
     def encode(self, parts: list[TurnParts], values: Mapping[int, TurnValues] | None = None,
                settle_us: int = 0) -> bytes:
         """Turns (as turn_parts) → a binary COPY payload for TURN_COLUMNS (the turns' own values, for
@@ -191,10 +203,10 @@ class TurnEncoder:
         settle = settle_us - _PG_EPOCH_US
         for t, before in parts:
             if values is None:
-                out += (head, before, _opt_text(t.model), self.tail(t, t.error))
+                out += (head, before, _opt_text(t.model), self.tail(t, t.error), self.extras(t))
                 continue
             v = values[id(t)]
-            out += (head, before, _opt_text(v.model), self.tail(v, t.error),
+            out += (head, before, _opt_text(v.model), self.tail(v, t.error), self.extras(t),
                     _turn_usage(8, v.input_tokens, 8, v.output_tokens, 8, v.cost_usd, 8, settle))
         out.append(_TRAILER)
         return b"".join(out)

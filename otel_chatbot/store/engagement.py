@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,15 +27,16 @@ class ChannelEngagement:
 
 _BY_CHANNEL = """
 WITH conv AS (
-    SELECT source, sum(conversations) AS n, sum(turns) AS turns FROM engagement_conversations_daily GROUP BY 1
+    SELECT source, sum(conversations) AS n, sum(turns) AS turns FROM engagement_conversations_daily
+    WHERE {days} GROUP BY 1
 ), ret AS (
     SELECT source, sum(users) AS users, sum(returning_users) AS returning FROM engagement_returning_users
-    GROUP BY 1
+    WHERE {days} GROUP BY 1
 ), abandoned AS (
-    SELECT source, count(*) AS n FROM engagement_dropoff GROUP BY 1
+    SELECT source, count(*) AS n FROM engagement_dropoff WHERE {dropped} GROUP BY 1
 ), csat AS (
     SELECT source, sum(thumbs_up)::double precision / NULLIF(sum(rated_turns), 0) AS share
-    FROM engagement_csat_daily GROUP BY 1
+    FROM engagement_csat_daily WHERE {days} GROUP BY 1
 ), channels AS (
     SELECT source FROM conv UNION SELECT source FROM ret UNION SELECT source FROM abandoned
     UNION SELECT source FROM csat
@@ -47,10 +51,31 @@ LEFT JOIN csat USING (source)
 ORDER BY 2 DESC, 1"""
 
 
-def engagement_by_channel(conn: psycopg.Connection[Any]) -> list[ChannelEngagement]:
+def engagement_by_channel(conn: psycopg.Connection[Any], since: datetime | None = None,
+                          until: datetime | None = None, services: Sequence[str] = (),
+                          sources: Sequence[str] = ()) -> list[ChannelEngagement]:
+    """All stored history, or the UTC days from ``since`` to ``until`` (conversations by the day they
+    started, abandoned ones by their last turn) of the given services and channels (empty: any)."""
+    days: list[sql.Composable] = [sql.SQL("true")]
+    dropped: list[sql.Composable] = [sql.SQL("true")]
+    params: dict[str, Any] = {"since": since, "until": until, "services": list(services),
+                              "sources": list(sources)}
+    if since is not None:
+        days.append(sql.SQL("day >= (%(since)s AT TIME ZONE 'UTC')::date"))
+        dropped.append(sql.SQL("last_turn_at >= %(since)s"))
+    if until is not None:
+        days.append(sql.SQL("day <= (%(until)s AT TIME ZONE 'UTC')::date"))
+        dropped.append(sql.SQL("last_turn_at < %(until)s"))
+    for column, values in (("service", services), ("source", sources)):
+        if values:
+            condition = sql.SQL("{} = ANY(%({})s)").format(sql.Identifier(column), sql.SQL(column + "s"))
+            days.append(condition)
+            dropped.append(condition)
+    query = sql.SQL(_BY_CHANNEL).format(days=sql.SQL(" AND ").join(days),
+                                        dropped=sql.SQL(" AND ").join(dropped))
     return [ChannelEngagement(str(s), int(c), None if t is None else float(t), int(u), int(r), int(a),
                               None if x is None else float(x))
-            for s, c, t, u, r, a, x in conn.execute(_BY_CHANNEL)]
+            for s, c, t, u, r, a, x in conn.execute(query, params)]
 
 
 def _pct(part: float | None, whole: float = 1.0) -> str:

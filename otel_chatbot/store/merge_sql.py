@@ -20,7 +20,8 @@ CREATE TEMP TABLE IF NOT EXISTS {TURN_STAGE} (
     turn_id text, started_at timestamptz, trace_id text, span_id text, auto bool, session_id text,
     user_id text, source text, service text, latency_seconds double precision, user_message text,
     bot_response text, model text, fallback bool, fallback_reason text, hallucinated bool,
-    hallucination_source text, prompt_injection bool, blocked bool, rate_limited bool, error bool
+    hallucination_source text, prompt_injection bool, blocked bool, rate_limited bool, error bool,
+    escalated bool, escalation_reason text, prompt_version text, app_version text
 ) ON COMMIT DELETE ROWS;
 
 -- Temp tables are never auto-analysed; analysed once while empty, the planner sizes them from their

@@ -22,7 +22,8 @@ def add_settled(rows: Sequence[tuple[Any, ...]], result: CommitResult) -> int:
             continue
         turns += 1
         (_, turn_id, trace_id, span_id, auto, session_id, user_id, source, service, started_us, latency,
-         model, fallback_reason, hallucination_source, bits, before, user_message, bot_response) = row
+         model, fallback_reason, hallucination_source, bits, before, user_message, bot_response, escalated,
+         escalation_reason, prompt_version, app_version) = row
         first = before is None
         count = int(bits) if first else int(bits) & ~int(before)
         if not first and not count:
@@ -35,6 +36,9 @@ def add_settled(rows: Sequence[tuple[Any, ...]], result: CommitResult) -> int:
             model=model, fallback=bool(count & FALLBACK), fallback_reason=fallback_reason,
             hallucinated=bool(count & HALLUCINATED), hallucination_source=hallucination_source,
             prompt_injection=bool(count & PROMPT_INJECTION), blocked=bool(count & BLOCKED),
-            rate_limited=bool(count & RATE_LIMITED), error=bool(count & ERROR))
+            rate_limited=bool(count & RATE_LIMITED), error=bool(count & ERROR),
+            # Escalation is counted with the turn's first count (a later one: store/outcomes.py).
+            escalated=first and bool(escalated), escalation_reason=escalation_reason,
+            prompt_version=prompt_version, app_version=app_version)
         (result.new_turns if first else result.corrected_turns).append(turn)
     return turns

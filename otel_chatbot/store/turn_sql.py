@@ -81,12 +81,14 @@ ON CONFLICT (turn_id, started_at) DO NOTHING"""
 # preferred for every descriptive field; flags, usage and model are left to REFRESH_TURNS. A changed
 # row is due to settle again; one whose started_at changes moves partition. Parameter: settle_at (µs).
 _IDENTITY = ("span_id", "service", "latency_seconds", "error")
-_COALESCED = ("session_id", "user_id", "source", "user_message", "bot_response", "model")
-_MERGED = ["started_at", *_IDENTITY, *_COALESCED]
+_COALESCED = ("session_id", "user_id", "source", "user_message", "bot_response", "model",
+              "escalation_reason", "prompt_version", "app_version")
+_MERGED = ["started_at", *_IDENTITY, *_COALESCED, "escalated"]
 _FIRST = ("(n.started_at, -n.latency_seconds, n.span_id) < (e.started_at, -e.latency_seconds, e.span_id)")
 _MERGE_EXPR = [f"CASE WHEN {_FIRST} THEN n.{f} ELSE e.{f} END" for f in ("started_at", *_IDENTITY)] + [
-    f"CASE WHEN {_FIRST} THEN COALESCE(n.{f}, e.{f}) ELSE COALESCE(e.{f}, n.{f}) END" for f in _COALESCED]
-_AUTO_INSERT = ("turn_id", "started_at", "trace_id", "auto", *_IDENTITY, *_COALESCED)
+    f"CASE WHEN {_FIRST} THEN COALESCE(n.{f}, e.{f}) ELSE COALESCE(e.{f}, n.{f}) END" for f in _COALESCED] + [
+    "(e.escalated OR n.escalated)"]
+_AUTO_INSERT = ("turn_id", "started_at", "trace_id", "auto", *_IDENTITY, *_COALESCED, "escalated")
 MERGE_AUTO_TURNS = f"""
 WITH n AS MATERIALIZED (
     SELECT * FROM {TURN_STAGE} WHERE auto
@@ -186,7 +188,8 @@ WITH due AS (
     FROM due d WHERE c.tableoid = d.part AND c.ctid = d.tid
     RETURNING c.turn_id, c.trace_id, c.span_id, c.auto, c.session_id, c.user_id, c.source, c.service,
               {_TO_US.format("c.started_at")} AS started_us, c.latency_seconds, c.model, c.fallback_reason,
-              c.hallucination_source, {_BITS} AS bits, d.counted AS before, c.user_message, c.bot_response
+              c.hallucination_source, {_BITS} AS bits, d.counted AS before, c.user_message, c.bot_response,
+              c.escalated, c.escalation_reason, c.prompt_version, c.app_version
 ), first_sessions AS (
     SELECT DISTINCT ON (session_id, service) session_id, service, source, started_us
     FROM settled WHERE session_id IS NOT NULL
@@ -201,9 +204,10 @@ WITH due AS (
     RETURNING s.session_id, s.service, s.source, (s.xmax = 0) AS inserted
 )
 SELECT 'turn', turn_id, trace_id, span_id, auto, session_id, user_id, source, service, started_us,
-       latency_seconds, model, fallback_reason, hallucination_source, bits, before, user_message, bot_response
+       latency_seconds, model, fallback_reason, hallucination_source, bits, before, user_message,
+       bot_response, escalated, escalation_reason, prompt_version, app_version
 FROM settled
 UNION ALL
 SELECT 'session', session_id, NULL, NULL, NULL, NULL, NULL, source, service, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 FROM sessions_added WHERE inserted"""

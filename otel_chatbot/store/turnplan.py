@@ -85,6 +85,10 @@ def _merge_turns(a: TurnRow, b: TurnRow) -> TurnRow:
         fallback=first.fallback or second.fallback, hallucinated=first.hallucinated or second.hallucinated,
         prompt_injection=first.prompt_injection or second.prompt_injection,
         blocked=first.blocked or second.blocked, rate_limited=first.rate_limited or second.rate_limited,
+        escalated=first.escalated or second.escalated,
+        escalation_reason=first.escalation_reason or second.escalation_reason,
+        prompt_version=first.prompt_version or second.prompt_version,
+        app_version=first.app_version or second.app_version,
     )
 
 

@@ -43,6 +43,7 @@ from psycopg import errors
 from otel_chatbot.errors import PermanentError, Unavailable
 from otel_chatbot.records import CommitResult, NormalisedBatch, SpanRow, TurnRow
 from otel_chatbot.store import merge_sql as q
+from otel_chatbot.store import outcomes as outcome_step
 from otel_chatbot.store import pending_feedback
 from otel_chatbot.store import turn_sql as ts
 from otel_chatbot.store.copyrows import (
@@ -199,7 +200,8 @@ class BatchWriter:
         turn_traces = {t.trace_id for t in turns}
         work.part_traces = {trace for trace, _ in work.parts}
         lock_ids = turn_traces.union(work.part_traces, [f.turn_id for f in work.batch.feedback],
-                                     pending_feedback.lock_ids(turns))
+                                     pending_feedback.lock_ids(turns),
+                                     outcome_step.lock_ids(work.batch.outcomes))
         with conn.pipeline():
             if lock_ids:
                 keys = sorted({_lock_key(i) for i in lock_ids})
@@ -248,6 +250,7 @@ class BatchWriter:
         sdk_traces = work.displaced | {t.trace_id for t in merge if not t.auto}
         settle_cur = None
         feedback_step = pending_feedback.FeedbackStep(self._pending_feedback_max)
+        outcomes = outcome_step.OutcomeStep()
         with conn.pipeline():
             if any(not t.auto for t in merge):
                 conn.execute(ts.INSERT_SDK_TURNS, (work.settle_us,))
@@ -259,7 +262,10 @@ class BatchWriter:
                 refresh = {"traces": _text_array(work.refresh), "settle": work.settle_us}
                 conn.execute(ts.REFRESH_TURNS, refresh)
             # After the turns: attaches the feedback that waited for them.
-            feedback_step.send(conn, _text_array([t.turn_id for t in work.turns]), feedback)
+            turn_ids = _text_array([t.turn_id for t in work.turns])
+            feedback_step.send(conn, turn_ids, feedback)
+            # After the turns: outcomes take their session, service and source.
+            outcomes.send(conn, turn_ids, work.batch.outcomes, work.batch.turn_extras)
             if self._settle_us == 0 and (work.turns or work.refresh):
                 settle_cur = conn.execute(ts.SETTLE_TURNS, {"until": work.settle_us, "limit": _SETTLE_LIMIT})
             conn.commit()  # in the same round trip; results stay readable on the cursors
@@ -269,6 +275,7 @@ class BatchWriter:
         feedback_step.apply(result)
         if settle_cur is not None:
             add_settled(settle_cur.fetchall(), result)
+        outcomes.apply(result)
         return result
 
     def _copy_spans(self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any],

@@ -1,7 +1,8 @@
 """Parsed OTLP requests → rows: spans, chat turns and feedback (pure functions).
 
 By concern: ``spans`` (span rows, the hot path), ``llm`` (model/provider/tokens/cost columns),
-``turns`` (turns and feedback), ``logs`` (feedback from log records), ``text`` (message text),
+``turns`` (turns and feedback), ``logs`` (feedback and outcomes from log records), ``outcomes``
+(outcome events, escalation and prompt/app versions), ``text`` (message text),
 ``plan`` (what an attribute key set means, shared helpers), ``vercel_ai`` (the Vercel AI SDK's ``ai.*``
 attributes read as the conventions above).
 """

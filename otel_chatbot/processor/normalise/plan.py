@@ -32,6 +32,8 @@ _LLM_KEYS: Final = frozenset(
     )
 )
 _TOKEN_KEYS: Final = frozenset((*sc.INPUT_TOKEN_ALIASES, *sc.OUTPUT_TOKEN_ALIASES, *sc.TOTAL_TOKEN_ALIASES))
+# Escalation and the prompt version a span may add to its turn (the app version comes with the resource).
+_EXTRA_KEYS: Final = (sc.CHAT_ESCALATED, sc.CHAT_ESCALATION_REASON, *sc.PROMPT_VERSION_ALIASES)
 # Flattened message lists are keyed by index; index 0 is what a span with messages always has.
 _INDEXED_CONTENT_KEYS: Final = (
     sc.LEGACY_PROMPT_PREFIX + "0.content",
@@ -55,6 +57,8 @@ _SEMANTIC_KEYS: Final = frozenset(
         sc.CHAT_IN_TURN,
         sc.CHAT_SOURCE,
         sc.CHAT_FEEDBACK_RATING,
+        sc.CHAT_OUTCOME_KIND,
+        *_EXTRA_KEYS,
         "metadata",
     )
 )
@@ -76,12 +80,14 @@ class Plan:
         "candidate",
         "cost_keys",
         "details",
+        "extras",
         "feedback",
         "in_turn",
         "input_keys",
         "llm",
         "metadata",
         "model_keys",
+        "outcome",
         "output_keys",
         "provider_keys",
         "semantic",
@@ -108,6 +114,8 @@ class Plan:
         self.turn_id = sc.CHAT_TURN_ID in present
         self.in_turn = sc.CHAT_IN_TURN in present
         self.feedback = sc.CHAT_FEEDBACK_RATING in present
+        self.outcome = sc.CHAT_OUTCOME_KIND in present
+        self.extras = not present.isdisjoint(_EXTRA_KEYS)
         self.metadata = "metadata" in present
         # A conversation id or LLM content makes a span an auto-turn candidate (the span kind is
         # checked on the value: only LLM/CHAIN/AGENT count).

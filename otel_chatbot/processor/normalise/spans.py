@@ -52,6 +52,8 @@ def normalise_traces(
         if not isinstance(service, str) or not service:
             service = _DEFAULT_SERVICE
         service = clean_text(service)
+        app_version = resource.get(sc.SERVICE_VERSION)  # the turns' app version (stored per turn)
+        app_version = app_version if isinstance(app_version, str) and app_version else None
         resource_json = json_text(resource)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
@@ -97,6 +99,8 @@ def normalise_traces(
                 keys = tuple(attributes)
                 plan = plans_get(keys) or new_plan(keys)
                 if plan.semantic:
+                    if app_version is not None:  # read as the span's own (already serialised without it)
+                        attributes.setdefault(sc.SERVICE_VERSION, app_version)
                     if plan.llm:
                         fill_llm_columns(row, attributes, prices, plan)
                     append_chat((row, attributes, plan))

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from otel_chatbot import semconv as sc
+from otel_chatbot.processor.normalise.outcomes import escalation_of, extras_of, outcome_from_attributes
 from otel_chatbot.processor.normalise.plan import (
     SESSION_METADATA,
     ChatSpan,
@@ -27,8 +28,19 @@ _CONTENT_SPAN_KINDS: Final = frozenset({"LLM", "CHAIN", "AGENT"})
 
 def add_turns_and_feedback(batch: NormalisedBatch, chat_spans: list[ChatSpan]) -> None:
     by_trace: dict[str, list[ChatSpan]] = {}
+    with_extras: list[ChatSpan] = []
     for item in chat_spans:
         row, attributes, plan = item
+        if plan.outcome or row.name == sc.CHAT_OUTCOME_SPAN_NAME:
+            outcome = outcome_from_attributes(attributes, "span", row.start_ns, row.service)
+            if outcome is None:
+                batch.invalid_outcomes += 1
+            else:
+                outcome.key = f"span:{row.trace_id}:{row.span_id}"
+                batch.outcomes.append(outcome)
+            continue
+        if plan.extras:
+            with_extras.append(item)
         if plan.feedback or row.name == sc.CHAT_FEEDBACK_SPAN_NAME:
             feedback = feedback_from_attributes(attributes, "span", row.start_ns, row.service)
             if feedback is None:
@@ -74,6 +86,22 @@ def add_turns_and_feedback(batch: NormalisedBatch, chat_spans: list[ChatSpan]) -
             top = _top_most(candidates, parents)
         batch.turns.append(_turn(top[0], top[1], top[0].trace_id, True, auto_members, auto_members,
                                  auto_members))
+    _add_turn_extras(batch, with_extras)
+
+
+def _add_turn_extras(batch: NormalisedBatch, with_extras: list[ChatSpan]) -> None:
+    """Escalation and versions of spans whose turn is not in this batch (it came in an earlier one):
+    they update the stored turn. A batch's own turns carry theirs in their columns."""
+    traces = {t.trace_id for t in batch.turns}
+    turn_ids = {t.turn_id for t in batch.turns}
+    for row, attributes, _plan in with_extras:
+        owner = attributes.get(sc.CHAT_TURN_ID, attributes.get(sc.CHAT_IN_TURN))
+        owner_id = None if owner is None else clean_text(str(owner))
+        if owner_id in turn_ids or (owner_id is None and row.trace_id in traces):
+            continue  # read into its turn above
+        extras = extras_of(row.trace_id, owner_id, attributes)
+        if extras is not None:
+            batch.turn_extras.append(extras)
 
 
 def _scope_of(attributes: dict[str, Any]) -> str:
@@ -179,6 +207,14 @@ def _turn(
     model = row.model
     if model is None:
         model = next((m[0].model for m in members if m[0].model and m[0].input_tokens is not None), None)
+    escalated, escalation_reason = escalation_of(attributes)
+    prompt_version = keys_value(attributes, sc.PROMPT_VERSION_ALIASES, ())
+    for _member_row, attrs, plan in members:
+        if plan.extras and attrs is not attributes:
+            member_escalated, member_reason = escalation_of(attrs)
+            escalated = escalated or member_escalated
+            escalation_reason = escalation_reason or member_reason
+            prompt_version = prompt_version or keys_value(attrs, sc.PROMPT_VERSION_ALIASES, ())
     return TurnRow(
         turn_id=turn_id if not auto else clean_text(turn_id),
         trace_id=row.trace_id,
@@ -201,6 +237,10 @@ def _turn(
         blocked=blocked,
         rate_limited=rate_limited,
         error=row.status_code == _STATUS_ERROR,
+        escalated=escalated,
+        escalation_reason=escalation_reason,
+        prompt_version=prompt_version,
+        app_version=_first_of(attributes, members, sc.APP_VERSION_ALIASES, ()),
     )
 
 

@@ -3,6 +3,8 @@ OpenTelemetry SDK apps into the real processor, checked in Postgres and in the P
 
 from __future__ import annotations
 
+import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +14,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from server_support import base_url, fetch, running
+from server_support import base_url, fetch, running, wait_until
 
 import otel_chatbot
 from otel_chatbot.processor.app import Processor
@@ -30,6 +32,14 @@ def metric(proc: Processor, name: str, **labels: str) -> float | None:
     """What a scrape reads once an earlier scrape has seen each new chat series at 0."""
     list(proc.metrics.registry.collect())
     return proc.metrics.registry.get_sample_value(name, labels)
+
+
+def settled(proc: Processor, name: str, expected: float, **labels: str) -> float | None:
+    """The sample once turns are counted (they are when they settle, turn_settle_seconds after their
+    last change): waits for ``expected``, then returns what a scrape reads (the caller asserts it)."""
+    with contextlib.suppress(AssertionError, TimeoutError):  # the caller's assertion shows the value
+        wait_until(lambda: metric(proc, name, **labels) == expected, f"{name}{labels} == {expected}", 15)
+    return metric(proc, name, **labels)
 
 
 def app(proc: Processor, resource: dict[str, str]) -> TracerProvider:
@@ -71,18 +81,18 @@ def test_sdk_outcomes_escalation_and_versions_reach_rows_and_metrics(processor: 
     # The outcome spans are outcomes, not turns.
     assert fetch(database_url, "SELECT count(*) FROM chat_turns") == [(2,)]
 
-    assert metric(processor, "chatbot_conversions_total", service="shop-bot", source="website",
+    assert settled(processor, "chatbot_conversions_total", 1, service="shop-bot", source="website",
                   goal="purchase") == 1
-    assert metric(processor, "chatbot_escalations_total", service="shop-bot", source="website",
+    assert settled(processor, "chatbot_escalations_total", 1, service="shop-bot", source="website",
                   reason="billing") == 1
-    assert metric(processor, "chatbot_csat_score_count", service="shop-bot") == 1
-    assert metric(processor, "chatbot_csat_score_sum", service="shop-bot") == 4
-    assert metric(processor, "chatbot_csat_score_bucket", service="shop-bot", le="3.0") == 0
-    assert metric(processor, "chatbot_csat_score_bucket", service="shop-bot", le="4.0") == 1
-    assert metric(processor, "chatbot_nps_score_sum", service="shop-bot") == 9
-    assert metric(processor, "chatbot_turns_by_version_total", service="shop-bot", prompt_version="v2",
+    assert settled(processor, "chatbot_csat_score_count", 1, service="shop-bot") == 1
+    assert settled(processor, "chatbot_csat_score_sum", 4, service="shop-bot") == 4
+    assert settled(processor, "chatbot_csat_score_bucket", 0, service="shop-bot", le="3.0") == 0
+    assert settled(processor, "chatbot_csat_score_bucket", 1, service="shop-bot", le="4.0") == 1
+    assert settled(processor, "chatbot_nps_score_sum", 9, service="shop-bot") == 9
+    assert settled(processor, "chatbot_turns_by_version_total", 2, service="shop-bot", prompt_version="v2",
                   app_version="2.1.0") == 2
-    assert metric(processor, "chatbot_turns_total", service="shop-bot", source="website") == 2
+    assert settled(processor, "chatbot_turns_total", 2, service="shop-bot", source="website") == 2
 
 
 def test_versions_from_openinference_attribute_and_resource_service_version(processor: Processor,
@@ -109,7 +119,7 @@ def test_versions_from_openinference_attribute_and_resource_service_version(proc
     assert fetch(database_url, "SELECT turn_id, service, prompt_version, app_version, auto FROM chat_turns"
                                " ORDER BY service") == [
         (trace_id, "faq-bot", "faq-2024-06", "7.3", True), ("t-plain", "plain-bot", None, None, False)]
-    assert metric(processor, "chatbot_turns_by_version_total", service="faq-bot",
+    assert settled(processor, "chatbot_turns_by_version_total", 1, service="faq-bot",
                   prompt_version="faq-2024-06", app_version="7.3") == 1
     # Turns without any version are not in the by-version counter.
     assert metric(processor, "chatbot_turns_by_version_total", service="plain-bot", prompt_version="unknown",
@@ -126,12 +136,18 @@ def test_escalation_on_a_span_arriving_after_its_turn_updates_it_and_counts_once
             "output.value": "one moment"}):
         pass
     assert fetch(database_url, "SELECT escalated FROM chat_turns") == [(False,)]
+    # Counted (settled) first: the late escalation must then be counted by itself, once.
+    assert settled(processor, "chatbot_turns_total", 1, service="shop-bot", source="whatsapp") == 1
     for _ in range(2):  # a handoff tool span of the turn, reported late, then again
         with tracer.start_as_current_span("handoff", attributes={
                 "chat.in_turn": turn_id, "chat.escalated": True, "chat.escalation.reason": "angry"}):
             pass
     provider.shutdown()
     assert fetch(database_url, "SELECT escalated, escalation_reason FROM chat_turns") == [(True, "angry")]
-    assert metric(processor, "chatbot_escalations_total", service="shop-bot", source="whatsapp",
+    assert settled(processor, "chatbot_escalations_total", 1, service="shop-bot", source="whatsapp",
                   reason="angry") == 1
     assert fetch(database_url, "SELECT count(*) FROM chat_turns") == [(1,)]
+    time.sleep(1.5)  # a few settle rounds later: still once
+    assert metric(processor, "chatbot_escalations_total", service="shop-bot", source="whatsapp",
+                  reason="angry") == 1
+    assert metric(processor, "chatbot_turns_total", service="shop-bot", source="whatsapp") == 1

@@ -16,16 +16,20 @@ reads them. The self-metrics' label sets are known in advance and are created at
 from __future__ import annotations
 
 import threading
-from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Final, cast
+from collections.abc import Sequence
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from otel_chatbot.errors import InternalError, PermanentError, QueueFull, RetryableError, Unavailable
+from otel_chatbot.processor.metric_families import (
+    OTHER,
+    ChatCollector,
+    CounterFamily,
+    HistogramFamily,
+    LabelCap,
+    Labels,
+)
 from otel_chatbot.records import CommitResult
 
 # Turn latency: 3.0 must stay a boundary, the latency SLO and the slow-turn alert read le="3.0".
@@ -48,152 +52,9 @@ REFUSAL_REASONS: Final = tuple(error.reason for error in (
 
 FEEDBACK_EXPIRY_REASONS: Final = ("age", "cap")
 
-OTHER: Final = "other"
 UNKNOWN: Final = "unknown"
 _MAX_LABEL_CHARS: Final = 128
 _ERROR_STATUS: Final = 2  # OTLP STATUS_CODE_ERROR
-
-Labels = tuple[str, ...]
-# prometheus_client formats bucket bounds this way (3.0 -> "3.0"); the rules match le exactly.
-_le_text = cast(Callable[[float], str], floatToGoString)
-
-
-class _LabelCap:
-    """Admits the first ``cap`` distinct values of one label; later ones fold into ``other``."""
-
-    __slots__ = ("cap", "seen")
-
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
-        self.seen: set[str] = set()
-
-    def admit(self, value: str) -> bool:
-        if value in self.seen or value == OTHER:
-            return True
-        if len(self.seen) < self.cap:
-            self.seen.add(value)
-            return True
-        return False
-
-
-class _CounterFamily:
-    """A labelled counter whose samples are plain floats, updated by the owner under its lock."""
-
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = tuple(labelnames)
-        self.values: dict[Labels, float] = {}  # what a scrape reads
-        # Series born since the last scrape: exposed at 0, their increments held here until a scrape
-        # has read that 0 (see the module docstring).
-        self.held: dict[Labels, float] = {}
-
-    def add(self, labels: Labels, amount: float) -> None:
-        if labels in self.held:
-            self.held[labels] += amount
-        elif labels in self.values:
-            self.values[labels] += amount
-        else:
-            self.values[labels] = 0.0
-            self.held[labels] = amount
-
-    def touch(self, labels: Labels) -> None:
-        """Expose the series at 0 (a turn series' flag counters exist as soon as it does)."""
-        if labels not in self.values:
-            self.values[labels] = 0.0
-            self.held[labels] = 0.0
-
-    def release(self) -> None:
-        """A scrape has read the held series at 0: their increments become visible to the next one."""
-        for labels, amount in self.held.items():
-            self.values[labels] += amount
-        self.held.clear()
-
-    def metric(self, values: Iterable[tuple[Labels, float]]) -> Metric:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for labels, value in values:
-            family.add_metric(list(labels), value)
-        return family
-
-
-class _HistogramFamily:
-    """A labelled histogram fed with pre-bucketed counts (one merge per label set per batch)."""
-
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
-                 buckets: Sequence[float]) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = tuple(labelnames)
-        self.bounds = tuple(float(b) for b in buckets)
-        self._les = [_le_text(b) for b in self.bounds] + ["+Inf"]
-        # per label set: [count in bucket 0 … count in +Inf bucket, sum]
-        self.values: dict[Labels, list[float]] = {}
-        self.held: dict[Labels, list[float]] = {}  # as _CounterFamily.held
-
-    def cell_of(self, values: Sequence[float], scale: float = 1.0) -> list[float]:
-        """Bucket counts and sum of ``values * scale`` (sorting once beats one bisect per value)."""
-        ordered = sorted(values)
-        cell: list[float] = []
-        below = 0
-        for bound in self.bounds:
-            upto = bisect_right(ordered, bound / scale)  # le is inclusive
-            cell.append(upto - below)
-            below = upto
-        cell.append(len(ordered) - below)
-        cell.append(sum(ordered) * scale)
-        return cell
-
-    def merge(self, labels: Labels, cell: list[float]) -> None:
-        mine = self.held.get(labels)
-        if mine is None:
-            mine = self.values.get(labels)
-        if mine is None:
-            self.values[labels] = [0.0] * len(cell)
-            self.held[labels] = list(cell)
-            return
-        for i, v in enumerate(cell):
-            mine[i] += v
-
-    def release(self) -> None:
-        for labels, cell in self.held.items():
-            mine = self.values[labels]
-            for i, v in enumerate(cell):
-                mine[i] += v
-        self.held.clear()
-
-    def metric(self, values: Iterable[tuple[Labels, list[float]]]) -> Metric:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for labels, cell in values:
-            cumulative = 0.0
-            buckets = []
-            for le, count in zip(self._les, cell[:-1], strict=True):
-                cumulative += count
-                buckets.append((le, cumulative))
-            family.add_metric(list(labels), buckets, cell[-1])
-        return family
-
-
-class _ChatCollector(Collector):
-    """Exposes the dict-backed families; a snapshot is taken under the owner's lock."""
-
-    def __init__(self, lock: threading.Lock,
-                 families: Sequence[_CounterFamily | _HistogramFamily]) -> None:
-        self._lock = lock
-        self._families = families
-
-    def describe(self) -> Iterator[Metric]:
-        for family in self._families:
-            yield family.metric(())
-
-    def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            snapshot = [(f, [(k, list(v) if isinstance(v, list) else v) for k, v in f.values.items()])
-                        for f in self._families]
-            for family in self._families:
-                family.release()  # this scrape reads the new series at 0; the next one reads more
-        for family, values in snapshot:
-            yield family.metric(values)  # type: ignore[arg-type]
-
 
 def _clean(value: str | None) -> str:
     if not value:
@@ -215,62 +76,62 @@ class ProcessorMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.label_cap = label_cap
         self._lock = threading.Lock()
-        self._caps: dict[str, _LabelCap] = {}
+        self._caps: dict[str, LabelCap] = {}
         self._folded: dict[str, int] = {}
 
         turn = ("service", "source")
-        self.turns = _CounterFamily("chatbot_turns_total", "Chat turns committed.", turn)
-        self.errors = _CounterFamily("chatbot_errors_total", "Turns that ended in an error.", turn)
-        self.fallbacks = _CounterFamily(
+        self.turns = CounterFamily("chatbot_turns_total", "Chat turns committed.", turn)
+        self.errors = CounterFamily("chatbot_errors_total", "Turns that ended in an error.", turn)
+        self.fallbacks = CounterFamily(
             "chatbot_fallbacks_total", "Turns answered with a fallback.", (*turn, "reason"))
-        self.hallucinations = _CounterFamily(
+        self.hallucinations = CounterFamily(
             "chatbot_hallucinations_total", "Turns flagged as hallucinated.", turn)
-        self.injections = _CounterFamily(
+        self.injections = CounterFamily(
             "chatbot_prompt_injections_total", "Turns flagged as prompt injection.", turn)
-        self.blocked = _CounterFamily("chatbot_blocked_messages_total", "User messages blocked.", turn)
-        self.rate_limited = _CounterFamily(
+        self.blocked = CounterFamily("chatbot_blocked_messages_total", "User messages blocked.", turn)
+        self.rate_limited = CounterFamily(
             "chatbot_rate_limited_total", "Turns refused by a rate limit.", turn)
-        self.sessions = _CounterFamily(
+        self.sessions = CounterFamily(
             "chatbot_sessions_total", "Conversations seen for the first time.", turn)
-        self.feedback = _CounterFamily(
+        self.feedback = CounterFamily(
             "chatbot_feedback_total", "Feedback events that changed a turn's rating.", ("service", "rating"))
-        self.tokens = _CounterFamily(
+        self.tokens = CounterFamily(
             "chatbot_tokens_total", "LLM tokens used, by type input|output.", ("service", "type", "model"))
-        self.cost = _CounterFamily(
+        self.cost = CounterFamily(
             "chatbot_cost_usd_total", "Estimated LLM cost in USD.", ("service", "model"))
-        self.turn_duration = _HistogramFamily(
+        self.turn_duration = HistogramFamily(
             "chatbot_turn_duration_seconds", "Latency of a chat turn.", turn, TURN_DURATION_BUCKETS)
-        self.evaluation_score = _HistogramFamily(
+        self.evaluation_score = HistogramFamily(
             "chatbot_evaluation_score", "LLM-judge scores (0-10) by dimension.", ("dimension",),
             EVALUATION_SCORE_BUCKETS)
         genai = ("gen_ai_request_model", "gen_ai_provider_name", "gen_ai_operation_name")
-        self.gen_ai_tokens = _HistogramFamily(
+        self.gen_ai_tokens = HistogramFamily(
             "gen_ai_client_token_usage", "Number of input and output tokens used (GenAI semconv).",
             ("gen_ai_token_type", *genai), GEN_AI_TOKEN_BUCKETS)
-        self.gen_ai_duration = _HistogramFamily(
+        self.gen_ai_duration = HistogramFamily(
             "gen_ai_client_operation_duration_seconds", "GenAI operation duration (GenAI semconv).",
             (*genai, "error_type"), GEN_AI_DURATION_BUCKETS)
-        self.conversions = _CounterFamily(
+        self.conversions = CounterFamily(
             "chatbot_conversions_total", "Conversion outcomes (sign-up, booking, purchase…) by goal.",
             (*turn, "goal"))
-        self.escalations = _CounterFamily(
+        self.escalations = CounterFamily(
             "chatbot_escalations_total", "Turns handed to a human agent.", (*turn, "reason"))
-        self.csat = _HistogramFamily("chatbot_csat_score", "CSAT ratings (1-5).", ("service",), CSAT_BUCKETS)
-        self.nps = _HistogramFamily("chatbot_nps_score", "NPS answers (0-10).", ("service",), NPS_BUCKETS)
-        self.turns_by_version = _CounterFamily(
+        self.csat = HistogramFamily("chatbot_csat_score", "CSAT ratings (1-5).", ("service",), CSAT_BUCKETS)
+        self.nps = HistogramFamily("chatbot_nps_score", "NPS answers (0-10).", ("service",), NPS_BUCKETS)
+        self.turns_by_version = CounterFamily(
             "chatbot_turns_by_version_total", "Chat turns by prompt template version and app version.",
             ("service", "prompt_version", "app_version"))
-        self.folded = _CounterFamily(
+        self.folded = CounterFamily(
             "otel_chatbot_label_values_folded_total",
             "Observations whose label value was replaced by 'other' (cardinality cap).", ("label",))
         self._flags = (self.errors, self.hallucinations, self.injections, self.blocked, self.rate_limited)
-        families: list[_CounterFamily | _HistogramFamily] = [
+        families: list[CounterFamily | HistogramFamily] = [
             self.turns, *self._flags, self.fallbacks, self.sessions, self.feedback, self.tokens, self.cost,
             self.turn_duration, self.evaluation_score, self.gen_ai_tokens, self.gen_ai_duration, self.folded,
             self.conversions, self.escalations, self.csat, self.nps, self.turns_by_version,
         ]
-        self.chat_families: tuple[_CounterFamily | _HistogramFamily, ...] = tuple(families)
-        self.registry.register(_ChatCollector(self._lock, families))
+        self.chat_families: tuple[CounterFamily | HistogramFamily, ...] = tuple(families)
+        self.registry.register(ChatCollector(self._lock, families))
 
         r = self.registry
         self._accepted = Counter("otel_chatbot_spans_accepted_total",
@@ -321,7 +182,7 @@ class ProcessorMetrics:
         for name, value in zip(labelnames, values, strict=True):
             cap = self._caps.get(name)
             if cap is None:
-                cap = self._caps[name] = _LabelCap(self.label_cap)
+                cap = self._caps[name] = LabelCap(self.label_cap)
             if cap.admit(value):
                 out.append(value)
             else:

@@ -29,7 +29,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from otel_chatbot.processor.fleet_state import READY, FleetState
-from otel_chatbot.processor.metrics import ProcessorMetrics, _CounterFamily, _HistogramFamily, _le_text
+from otel_chatbot.processor.metric_families import CounterFamily, HistogramFamily, le_text
+from otel_chatbot.processor.metrics import ProcessorMetrics
 from otel_chatbot.records import CommitResult
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -98,7 +99,7 @@ class WorkerMetrics(ProcessorMetrics):
                 for labels in family.held:
                     stamps.setdefault(labels, started)
 
-    def _mirror(self, index: int, family: _CounterFamily | _HistogramFamily, labels: tuple[str, ...],
+    def _mirror(self, index: int, family: CounterFamily | HistogramFamily, labels: tuple[str, ...],
                value: float | list[float]) -> None:
         key = (index, labels)
         before = self._mirrored.get(key)
@@ -113,7 +114,7 @@ class WorkerMetrics(ProcessorMetrics):
             self._file_value(index, family, labels, 0).set(value)
             self._mirrored[key] = value
 
-    def _file_value(self, index: int, family: _CounterFamily | _HistogramFamily, labels: tuple[str, ...],
+    def _file_value(self, index: int, family: CounterFamily | HistogramFamily, labels: tuple[str, ...],
                     cell: int) -> Any:
         key = (index, labels, cell)
         value = self._files.get(key)
@@ -121,22 +122,22 @@ class WorkerMetrics(ProcessorMetrics):
             value = self._files[key] = self._new_file_value(family, labels, cell)
         return value
 
-    def _new_file_value(self, family: _CounterFamily | _HistogramFamily, labels: tuple[str, ...],
+    def _new_file_value(self, family: CounterFamily | HistogramFamily, labels: tuple[str, ...],
                         cell: int) -> Any:
         names, help_text = family.labelnames, family.documentation
-        if isinstance(family, _CounterFamily):
+        if isinstance(family, CounterFamily):
             base = family.name.removesuffix("_total")
             return self._value_class("counter", base, base + "_total", names, labels, help_text)
         if cell == len(family.bounds) + 1:
             return self._value_class("histogram", family.name, family.name + "_sum", names, labels, help_text)
-        le = _le_text(family.bounds[cell]) if cell < len(family.bounds) else "+Inf"
+        le = le_text(family.bounds[cell]) if cell < len(family.bounds) else "+Inf"
         return self._value_class("histogram", family.name, family.name + "_bucket", (*names, "le"),
                                  (*labels, le), help_text)
 
 
-def _release_one(family: _CounterFamily | _HistogramFamily, labels: tuple[str, ...]) -> None:
+def _release_one(family: CounterFamily | HistogramFamily, labels: tuple[str, ...]) -> None:
     """Make one held series' increments visible (the per-series form of ``family.release()``)."""
-    if isinstance(family, _CounterFamily):
+    if isinstance(family, CounterFamily):
         family.values[labels] += family.held.pop(labels, 0.0)
         return
     held = family.held.pop(labels, None)

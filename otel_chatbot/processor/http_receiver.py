@@ -54,6 +54,11 @@ _log = logging.getLogger(__name__)
 _TRANSPORT = "http"
 # google.rpc.Code values carried in the Status body
 _INVALID_ARGUMENT, _RESOURCE_EXHAUSTED, _INTERNAL, _UNAUTHENTICATED, _UNAVAILABLE = 3, 8, 13, 16, 14
+# The google.rpc.Code that matches an HTTP status (google/rpc/code.proto's HTTP mapping), so a body's
+# code never contradicts its status (a 404 saying INVALID_ARGUMENT).
+_CODE_OF_STATUS = {400: _INVALID_ARGUMENT, 401: _UNAUTHENTICATED, 403: 7, 404: 5, 405: 12,
+                   413: _RESOURCE_EXHAUSTED, 415: _INVALID_ARGUMENT, 429: _RESOURCE_EXHAUSTED,
+                   500: _INTERNAL, 503: _UNAVAILABLE}
 _MAX_TURN_ID = 256
 _MAX_COMMENT = 10_000
 
@@ -62,11 +67,11 @@ TurnExists = Callable[[str], bool]
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str, code: int = _INVALID_ARGUMENT,
+    def __init__(self, status: int, message: str, code: int | None = None,
                  retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
-        self.code = code
+        self.code = code if code is not None else _CODE_OF_STATUS.get(status, _INVALID_ARGUMENT)
         self.retry_after = retry_after
 
 

@@ -278,7 +278,8 @@ def _database_url(config: ProcessorConfig, *, create: bool = False) -> Iterator[
     url, embedded = open_database(config)
     try:
         if not create and schema_version(url) is None:
-            where = "the database at --database-url" if config.database_url else f"the database at {config.data_dir}"
+            where = ("the database at --database-url" if config.database_url
+                     else f"the database at {config.data_dir}")
             raise ConfigError(f"{where} has no otel-chatbot schema; {first_step}")
         yield url
     finally:

@@ -7,7 +7,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Tracer, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Tracer
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 

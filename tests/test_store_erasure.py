@@ -54,8 +54,8 @@ def _store_quality_rows(url: str) -> None:
                      "('s-a', NULL, 'lead', 'api', now()), (NULL, 'tb1', 'conversion', 'api', now())")
         conn.execute("INSERT INTO session_evaluations (session_id, evaluator, judge_version) VALUES "
                      "('s-a', 'llm', 'v1'), ('s-b', 'llm', 'v1')")
-        run = conn.execute("INSERT INTO failure_cluster_runs (window_start, window_end, embedder, problem_turns) "
-                           "VALUES (now(), now(), 'hash', 3) RETURNING run_id").fetchone()
+        run = conn.execute("INSERT INTO failure_cluster_runs (window_start, window_end, embedder, "
+                           "problem_turns) VALUES (now(), now(), 'hash', 3) RETURNING run_id").fetchone()
         assert run is not None
         conn.execute("INSERT INTO failure_clusters (run_id, cluster_id, label, representative_turn_id, "
                      "representative_message, size, share, example_turn_ids) VALUES "

@@ -269,7 +269,8 @@ def unknown_variables(env: Mapping[str, str]) -> list[str]:
     for name in sorted(env):
         if name.startswith(ENV_PREFIX) and name not in known:
             close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]}?" if close else f"; settings are {ENV_PREFIX}<KEY> of `serve --help`"
+            hint = (f"; did you mean {close[0]}?" if close
+                    else f"; settings are {ENV_PREFIX}<KEY> of `serve --help`")
             warnings.append(f"ignoring unknown variable {name}{hint}")
     return warnings
 

@@ -70,7 +70,8 @@ def _erase(conn: Connection, user_id: str) -> dict[str, int]:
     if _exists(conn, "failure_clusters"):
         counts["failure_clusters"] = conn.execute(
             "UPDATE failure_clusters SET "
-            "example_turn_ids = ARRAY(SELECT t FROM unnest(example_turn_ids) AS t WHERE NOT (t = ANY(%(turns)s))), "
+            "example_turn_ids = ARRAY(SELECT t FROM unnest(example_turn_ids) AS t "
+            "WHERE NOT (t = ANY(%(turns)s))), "
             "representative_turn_id = CASE WHEN representative_turn_id = ANY(%(turns)s) THEN NULL "
             "ELSE representative_turn_id END, "
             "representative_message = CASE WHEN representative_turn_id = ANY(%(turns)s) THEN NULL "
@@ -87,7 +88,7 @@ def _carries_user() -> sql.Composed:
     return sql.SQL("(") + sql.SQL(" OR ").join(tests) + sql.SQL(")")
 
 
-def _ids(conn: Connection, query: sql.Composable, user_id: str, traces: list[str] | None = None, *,
+def _ids(conn: Connection, query: sql.Composed | sql.SQL, user_id: str, traces: list[str] | None = None, *,
          turns: list[str] | None = None, sessions: list[str] | None = None) -> list[str]:
     params = {"user": user_id, "traces": traces or [], "turns": turns or [], "sessions": sessions or []}
     return [str(row[0]) for row in conn.execute(query, params)]

@@ -222,22 +222,28 @@ def _setup_logging(level: str) -> None:
 def _serve(config: ProcessorConfig) -> int:
     if config.workers > 1:
         return _serve_workers(config)
-    from otel_chatbot.processor.app import Processor, grafana_hint, run_until_signal
+    from otel_chatbot.errors import StartCancelled
+    from otel_chatbot.processor.app import Processor, StopSignals, grafana_hint, run_until_signal
 
-    processor = Processor(config)
-    try:
-        processor.start()
-    except BaseException:
-        processor.shutdown(5.0)
-        raise
-    http, grpc, metrics = (f"{h}:{p}" for h, p in (processor.http_address, processor.grpc_address,
-                                                   processor.metrics_address))
-    print(f"otel-chatbot serving: OTLP/HTTP http://{http}  OTLP/gRPC {grpc}  metrics http://{metrics}/metrics"
-          f"  review page http://{http}/ui/", file=sys.stderr, flush=True)
-    hint = grafana_hint(config)
-    if hint is not None:
-        print(hint, file=sys.stderr, flush=True)
-    return run_until_signal(processor)
+    # Handlers first: a SIGTERM during initdb or migrations must stop what was started, in order.
+    with StopSignals() as signals:
+        processor = Processor(config)
+        try:
+            processor.start(signals.event)
+        except StartCancelled:
+            print(f"{_PROG} serve: {signals.name} during start; stopped what had been started",
+                  file=sys.stderr, flush=True)
+            return 0
+        scheme = "https" if config.tls_cert_file else "http"
+        http, grpc, metrics = (f"{h}:{p}" for h, p in (processor.http_address, processor.grpc_address,
+                                                       processor.metrics_address))
+        print(f"otel-chatbot serving: OTLP/HTTP {scheme}://{http}  OTLP/gRPC {grpc}  "
+              f"metrics {scheme}://{metrics}/metrics  review page {scheme}://{http}/ui/",
+              file=sys.stderr, flush=True)
+        hint = grafana_hint(config)
+        if hint is not None:
+            print(hint, file=sys.stderr, flush=True)
+        return run_until_signal(processor, signals=signals)
 
 
 def _serve_workers(config: ProcessorConfig) -> int:

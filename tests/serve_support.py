@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -80,7 +81,5 @@ def postgres_pids(data_dir: Path) -> list[int]:
 def stop_leftover_postgres(data_dir: Path) -> None:
     """Clean-up of a failed test: stop a server it may have left (never in a passing run)."""
     for pid in postgres_pids(data_dir):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGQUIT)
-        except ProcessLookupError:
-            pass

@@ -71,7 +71,8 @@ def test_a_misspelt_variable_is_warned_naming_the_closest_setting(tmp_path: Path
     ]
     result = subprocess.run([sys.executable, "-m", "otel_chatbot.cli", "stats", "--data-dir",
                              str(tmp_path / "none")], capture_output=True, text=True, timeout=60,
-                            env={"PATH": "/usr/bin:/bin", **env, "PYTHONPATH": ":".join(sys.path)}, check=False)
+                            env={"PATH": "/usr/bin:/bin", **env, "PYTHONPATH": ":".join(sys.path)},
+                            check=False)
     assert result.returncode == 2
     assert result.stderr.splitlines()[0] == ("otel-chatbot: warning: ignoring unknown variable "
                                              "OTEL_CHATBOT_AUTH_TOKN; did you mean OTEL_CHATBOT_AUTH_TOKEN?")

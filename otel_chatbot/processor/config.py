@@ -270,7 +270,8 @@ def unknown_variables(env: Mapping[str, str]) -> list[str]:
         if name.startswith(ENV_PREFIX) and name not in known:
             # Compared without the shared prefix, which would make every name look close.
             suffixes = {k.removeprefix(ENV_PREFIX): k for k in known}
-            close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), sorted(suffixes), n=1, cutoff=0.7)
+            close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), sorted(suffixes), n=1,
+                                              cutoff=0.7)
             hint = (f"; did you mean {suffixes[close[0]]}?" if close
                     else f"; settings are {ENV_PREFIX}<KEY> of `serve --help`")
             warnings.append(f"ignoring unknown variable {name}{hint}")

@@ -32,6 +32,7 @@ class RetentionSchedule:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.runs = 0  # completed runs, for tests and logs
+        self.failures = 0  # failed runs (each retried at the next interval)
 
     def start(self) -> None:
         if self._thread is not None:
@@ -62,7 +63,9 @@ class RetentionSchedule:
             try:
                 self.run_once()
             except psycopg.Error as exc:
+                self.failures += 1
                 _log.warning("retention: run failed, retrying in %.0f s: %s", self._interval, exc)
             except Exception:  # a bug: keep the processor up, say where
+                self.failures += 1
                 _log.exception("retention: run failed")
             self._stop.wait(self._interval)

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -255,6 +256,13 @@ def http_cases(rng: random.Random, corpus: list[bytes], limit_bytes: int) -> Ite
                  {}, b""),
         lambda: ("POST", "/v1/traces", {"Content-Type": "application/x-protobuf"},
                  os.urandom(rng.randint(0, 512))),
+        lambda: ("POST", "/v1/traces", {"Content-Type": "application/json"}, json.dumps(
+            {"resourceSpans": [{"scopeSpans": [{"spans": [{
+                "traceId": os.urandom(16).hex(), "spanId": os.urandom(8).hex(), "name": "clock stepped back",
+                "startTimeUnixNano": str(time.time_ns()),
+                "endTimeUnixNano": str(time.time_ns() - 10**9 * rng.randint(1, 99)),
+                "attributes": [{"key": "chat.turn.id", "value": {"stringValue": os.urandom(4).hex()}},
+                               {"key": "input.value", "value": {"stringValue": "hi"}}]}]}]}]}).encode()),
     ]
     while True:
         yield rng.choice(makers)()

@@ -160,3 +160,16 @@ def test_zz_report_decoder_figures() -> None:
     """Prints the decoder outcome counts of this run (shown with -s)."""
     print(f"\ndecoder fuzz: {sum(OUTCOMES.values())} inputs, {dict(OUTCOMES)}")
     assert sum(OUTCOMES.values()) >= 3 * EXAMPLES + 2 * max(EXAMPLES // 10, 50)
+
+
+def test_a_span_ending_before_it_starts_is_stored_with_duration_zero(server: str, database_url: str) -> None:
+    start = 1_764_000_000 * 10**9
+    document = {"resourceSpans": [{"scopeSpans": [{"spans": [{
+        "traceId": "ab" * 16, "spanId": "cd" * 8, "name": "clock stepped back",
+        "startTimeUnixNano": str(start), "endTimeUnixNano": str(start - 5 * 10**9),
+        "attributes": [{"key": "chat.turn.id", "value": {"stringValue": "t-back"}},
+                       {"key": "input.value", "value": {"stringValue": "hi"}}]}]}]}]}
+    response = httpx.post(f"{server}/v1/traces", json=document)
+    assert response.status_code == 200
+    assert fetch(database_url, "SELECT duration_ms, end_time = start_time FROM spans") == [(0.0, True)]
+    assert fetch(database_url, "SELECT latency_seconds FROM chat_turns WHERE turn_id = 't-back'") == [(0.0,)]

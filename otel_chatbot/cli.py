@@ -164,8 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "thumbs-down rates, tokens and cost by model, and engagement by channel (conversations, "
                     "turns per conversation, returning users, abandoned conversations, CSAT), read from "
                     "Postgres.",
-        epilog="examples:\n  otel-chatbot stats\n  otel-chatbot stats --database-url postgresql://otel@db/otel\n")
+        epilog="examples:\n  otel-chatbot stats\n  otel-chatbot stats --since 24h\n"
+               "  otel-chatbot stats --since all --database-url postgresql://otel@db/otel\n")
     _add_database(stats)
+    stats.add_argument("--since", default="7d", metavar="WHEN",
+                       help="turns started since: a duration back from now (24h, 7d), an ISO timestamp, "
+                            "or 'all' (default 7d: a window reads a few daily partitions, not the history; "
+                            "the engagement section covers the whole history)")
 
     purge = commands.add_parser(
         "purge", help="drop data older than N days, or every row of one user", formatter_class=formatter,
@@ -305,14 +310,23 @@ def _migrate(config: ProcessorConfig) -> int:
     return 0
 
 
-def _stats(config: ProcessorConfig) -> int:
+def _stats(config: ProcessorConfig, since_text: str) -> int:
+    from datetime import UTC, datetime
+
     import psycopg
+
+    from otel_chatbot.quality.selection import parse_when
+
+    try:
+        since = None if since_text.strip().lower() == "all" else parse_when(since_text, datetime.now(UTC))
+    except ValueError as exc:
+        raise ConfigError(f"since: {exc}") from None
 
     from otel_chatbot.store.engagement import engagement_by_channel, format_engagement
     from otel_chatbot.store.queries import chat_summary, format_summary
 
     with _database_url(config) as url, psycopg.connect(url) as conn:
-        print(format_summary(chat_summary(conn)))
+        print(format_summary(chat_summary(conn, since)))
         print()
         print(format_engagement(engagement_by_channel(conn)))
     return 0
@@ -387,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             return _migrate(config)
         if args.command == "stats":
-            return _stats(config)
+            return _stats(config, args.since)
         if args.command == "purge" and args.user_id is not None:
             return _erase(config, args.user_id)
         if args.command == "purge":

@@ -126,3 +126,27 @@ def test_unknown_paths_and_methods_answer_with_a_status_body_whose_code_matches(
     too_big = httpx.post(f"{api}/v1/feedback", content=b"x" * (33 * 1024 * 1024),
                          headers={"Content-Type": "application/json"})
     assert too_big.status_code == 413 and too_big.json()["code"] == 8  # RESOURCE_EXHAUSTED
+
+
+def test_stats_reads_a_window_and_refuses_a_bad_one(database_url: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from store_factories import DAY_NS, NOW_NS, trace_id, turn
+
+    from otel_chatbot.records import NormalisedBatch
+    from otel_chatbot.store.writer import BatchWriter
+
+    writer = BatchWriter(database_url)
+    writer.start()
+    try:
+        writer.write(NormalisedBatch(turns=[turn(trace_id(), start_ns=NOW_NS - 10 * DAY_NS),
+                                            turn(trace_id(), start_ns=NOW_NS)]))
+    finally:
+        writer.shutdown()
+    counts = {}
+    for since in ("7d", "30d", "all"):
+        assert main(["stats", "--since", since, "--database-url", database_url]) == 0
+        counts[since] = capsys.readouterr().out.splitlines()[0]
+    assert counts == {"7d": "turns              1", "30d": "turns              2",
+                      "all": "turns              2"}
+    assert main(["stats", "--since", "last week", "--database-url", database_url]) == 2
+    assert capsys.readouterr().err.startswith("otel-chatbot: error: since: expected a duration like 7d")

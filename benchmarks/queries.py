@@ -164,7 +164,7 @@ def _queries(url: str, turns: int, per_day: int) -> dict[str, Callable[[psycopg.
               "session": f"s{(turns - 100) // 5}", "trace": _md5(recent)}
     for name, query in PANELS.items():
         out[name] = lambda c, q=query: c.execute(q, params).fetchall()  # type: ignore[misc]
-    for name, query in _dashboard_queries(now):
+    for name, query in _dashboard_queries(now, params["session"]):
         out[name] = lambda c, q=query: c.execute(q).fetchall()  # type: ignore[misc]
     return out
 
@@ -175,7 +175,7 @@ def _md5(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()
 
 
-def _dashboard_queries(now: datetime) -> list[tuple[str, str]]:
+def _dashboard_queries(now: datetime, session: str) -> list[tuple[str, str]]:
     """(panel title, SQL) of the Postgres panels of grafana/dashboards/*.json, macros expanded."""
     found = []
     for path in sorted((ROOT / "grafana" / "dashboards").glob("*.json")):
@@ -184,7 +184,7 @@ def _dashboard_queries(now: datetime) -> list[tuple[str, str]]:
             for target in panel.get("targets", []):
                 raw = target.get("rawSql")
                 if raw and "postgres" in json.dumps(target.get("datasource", panel.get("datasource", ""))):
-                    found.append((f"{path.stem}: {panel.get('title', '?')}", _expand(raw, now)))
+                    found.append((f"{path.stem}: {panel.get('title', '?')}", _expand(raw, now, session)))
     return found
 
 
@@ -201,9 +201,13 @@ def _panels(node: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _expand(raw: str, now: datetime) -> str:
-    """Grafana's Postgres macros over [now - 24h, now], template variables at "All" (any value)."""
+def _expand(raw: str, now: datetime, session: str) -> str:
+    """Grafana's Postgres macros over [now - 24h, now]; multi-value variables at "All" (their IN filter
+    always true), ``$session`` a recent conversation."""
     start, end = (now - timedelta(hours=24)).isoformat(), now.isoformat()
+    raw = re.sub(r"[\w.]+(\([^()]*\))? IN \(\$\{?\w+\}?\)", "true", raw)
+    raw = re.sub(r"\^\(\$\{?\w+(:\w+)?\}?\)\$", "^(.*)$", raw)  # regex filters: the All value .*
+    raw = raw.replace("$session", session).replace("${session}", session)
     text = re.sub(r"\$__timeFilter\(([^)]+)\)", rf"\1 BETWEEN '{start}' AND '{end}'", raw)
     text = re.sub(r"\$__timeGroupAlias\(([^,]+),[^)]+\)", r"date_trunc('hour', \1) AS time", text)
     text = re.sub(r"\$__timeGroup\(([^,]+),[^)]+\)", r"date_trunc('hour', \1)", text)

@@ -259,7 +259,9 @@ def _serve_workers(config: ProcessorConfig) -> int:
         http, grpc, metrics = (f"{h}:{p}" for h, p in (supervisor.http_address or ("", 0),
                                                        supervisor.grpc_address or ("", 0),
                                                        supervisor.metrics_address or ("", 0)))
-        print(f"otel-chatbot serving: OTLP/HTTP http://{http}  OTLP/gRPC {grpc}  metrics http://{metrics}/metrics"
+        scheme = "https" if config.tls_cert_file else "http"
+        print(f"otel-chatbot serving: OTLP/HTTP {scheme}://{http}  OTLP/gRPC {grpc}  "
+              f"metrics {scheme}://{metrics}/metrics"
               f"  ({config.workers} workers)", file=sys.stderr, flush=True)
         hint = grafana_hint(config)
         if hint is not None:

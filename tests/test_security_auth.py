@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import httpx
@@ -22,6 +23,9 @@ from otel_chatbot.processor.auth import BearerAuth
 TOKEN = "s3cret-token-0123456789"
 # Routes that answer without the token while health_public is on (the default).
 PUBLIC_WITH_HEALTH = {"/healthz", "/readyz"}
+# The review page logs people in with its own form (a session cookie): its login, logout, widget script
+# and stylesheet are public; every other page of it redirects to the login form instead of a 401.
+UI_PUBLIC = {"/ui/login", "/ui/logout", "/ui/widget.js", "/ui/static/style.css"}
 WRONG_HEADERS: list[dict[str, str]] = [
     {},
     {"Authorization": ""},
@@ -40,16 +44,21 @@ SERVICES = {
 
 
 def _requests(processor: Processor) -> list[tuple[str, str]]:
-    """(method, path) of every route of the HTTP app; path parameters filled with a dummy value."""
-    found = []
-    for route in processor._http.app.routes:  # type: ignore[union-attr]
-        if isinstance(route, Route):
-            path = re.sub(r"\{[^}]+\}", "x", route.path)
-            found += [(method, path) for method in sorted(route.methods or {"GET"}) if method != "HEAD"]
-        elif isinstance(route, Mount):
-            found.append(("GET", route.path.rstrip("/") + "/"))
-        else:
-            raise AssertionError(f"a route of an unknown kind: {route!r}; teach this test about it")
+    """(method, path) of every route of the HTTP app, mounted ones included; path parameters filled
+    with a dummy value."""
+    found: list[tuple[str, str]] = []
+
+    def walk(routes: list[Any], prefix: str) -> None:
+        for route in routes:
+            if isinstance(route, Route):
+                path = prefix + re.sub(r"\{[^}]+\}", "x", route.path)
+                found.extend((m, path) for m in sorted(route.methods or {"GET"}) if m != "HEAD")
+            elif isinstance(route, Mount):
+                walk(list(route.routes), prefix + route.path)
+            else:
+                raise AssertionError(f"a route of an unknown kind: {route!r}; teach this test about it")
+
+    walk(list(processor._http.app.routes), "")  # type: ignore[union-attr]
     return found
 
 
@@ -70,17 +79,25 @@ def test_the_comparison_is_constant_time() -> None:
 def test_every_http_route_refuses_a_missing_or_wrong_token(processor: Processor) -> None:
     api = base_url(processor)
     requests = _requests(processor)
-    assert {path for _, path in requests} >= {"/v1/traces", "/v1/logs", "/v1/feedback", "/healthz", "/readyz"}
+    assert {path for _, path in requests} >= {"/v1/traces", "/v1/logs", "/v1/feedback", "/healthz", "/readyz",
+                                              "/ui/", "/ui/review"}
     for method, path in requests:
         for headers in WRONG_HEADERS:
             response = httpx.request(method, f"{api}{path}", headers={"Content-Type": "application/json",
                                                                     **headers}, content=b"{}")
-            if path in PUBLIC_WITH_HEALTH:
-                assert response.status_code in (200, 503), (method, path, headers)
+            if path in PUBLIC_WITH_HEALTH or path in UI_PUBLIC:
+                assert response.status_code < 500, (method, path, headers)
+                continue
+            if path.startswith("/ui/"):
+                assert response.status_code == 303, (method, path, headers, response.text)
+                assert response.headers["location"].startswith("/ui/login"), response.headers
+                assert "review" not in response.text.lower()  # no page content before the login
                 continue
             assert response.status_code == 401, (method, path, headers, response.text)
             assert response.json() == {"code": 16, "message": "missing or invalid bearer token "
                                                               "(Authorization: Bearer <token>)"}
+        if path.startswith("/ui/"):
+            continue  # logged in by its form, tested in test_ui_access.py
         allowed = httpx.request(method, f"{api}{path}", content=b"{}", headers={
             "Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
         assert allowed.status_code != 401, (method, path)

@@ -93,9 +93,10 @@ class WorkerSupervisor:
     def _start(self) -> None:
         from prometheus_client import CollectorRegistry
 
-        from otel_chatbot.processor.app import _listening, _tls_context, open_database
+        from otel_chatbot.processor.app import open_database
         from otel_chatbot.processor.auth import BearerAuth
         from otel_chatbot.processor.fleet_state import FleetState
+        from otel_chatbot.processor.listeners import _listening, _tls_context
         from otel_chatbot.processor.metrics_http import MetricsServer
         from otel_chatbot.processor.multiproc_metrics import SupervisorCollector
         from otel_chatbot.store.migrate import migrate
@@ -143,7 +144,7 @@ class WorkerSupervisor:
 
     def _reserve(self, key: str, address: str) -> tuple[str, int]:
         """Hold ``address`` for the workers: fail now (naming the key) if another process listens there."""
-        from otel_chatbot.processor.app import _listening
+        from otel_chatbot.processor.listeners import _listening
 
         host, port = split_address(key, address)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -74,6 +74,7 @@ ALLOWED = {
     ("store/evaluations.py", "turn_candidates"): "condition is TurnFilter.where(): fixed clauses, "
                                                  "values bound",
     ("store/evaluations.py", "session_candidates"): "condition is TurnFilter.where(), as above",
+    ("store/turn_sql.py", "_first_by"): "called at import with the module's column names",
 }
 
 

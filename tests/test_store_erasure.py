@@ -29,7 +29,8 @@ def _turn(tracer: Tracer, turn_id: str, session: str, user: str) -> None:
 
 
 def _store_conversations(url: str) -> None:
-    with running(url) as processor, exporting(http_exporter(f"{base_url(processor)}/v1/traces")) as tracer:
+    with running(url, turn_settle_seconds=0) as processor, \
+            exporting(http_exporter(f"{base_url(processor)}/v1/traces")) as tracer:
         _turn(tracer, "ta1", "s-a", "u-a")
         _turn(tracer, "ta2", "s-a", "u-a")
         _turn(tracer, "ta3", "s-x", "u-a")  # a session u-b speaks in too
@@ -77,13 +78,19 @@ def test_purge_user_deletes_every_row_of_that_user_only(database_url: str,
                       "turn_reviews": 2, "failure_cluster_members": 3, "outcomes": 2,
                       "session_evaluations": 2, "sessions": 3}
 
+    # Per-trace usage parts of u-a's traces (as many as the writer keeps for them).
+    parts = int(fetch(database_url, "SELECT count(*) FROM turn_parts WHERE trace_id IN (SELECT trace_id "
+                                    "FROM chat_turns WHERE user_id = 'u-a' UNION SELECT trace_id FROM spans "
+                                    "WHERE attributes->>'enduser.id' = 'u-a')")[0][0])
+    assert parts >= 3
     assert main(["purge", "--user-id", "u-a", "--database-url", database_url]) == 0
     out = capsys.readouterr().out.splitlines()
     # pending_feedback holds ratings of turns not stored yet: none of a stored turn is left waiting.
-    assert out == ["spans: 7", "chat_turns: 3", "trace_usage: 3", "feedback: 1", "pending_feedback: 0",
+    assert out == ["spans: 7", "chat_turns: 3", f"turn_parts: {parts}", "feedback: 1", "pending_feedback: 0",
                    "evaluations: 2",
                    "turn_reviews: 1", "failure_cluster_members: 2", "outcomes: 1", "session_evaluations: 1",
-                   "sessions: 1", "failure_clusters: 1", "23 row(s) of user 'u-a' deleted or scrubbed"]
+                   "sessions: 1", "failure_clusters: 1",
+                   f"{20 + parts} row(s) of user 'u-a' deleted or scrubbed"]
     after = _counts(database_url)
     assert after == {"spans": 4, "chat_turns": 2, "trace_usage": 2, "feedback": 1, "evaluations": 1,
                      "turn_reviews": 1, "failure_cluster_members": 1, "outcomes": 1,

@@ -61,7 +61,8 @@ def _erase(conn: Connection, user_id: str) -> dict[str, int]:
 
     delete("spans", "trace_id = ANY(%(traces)s)")
     delete("chat_turns", "turn_id = ANY(%(turns)s)")
-    delete("trace_usage", "trace_id = ANY(%(traces)s)")
+    delete("turn_parts", "trace_id = ANY(%(traces)s)")
+    delete("trace_usage", "trace_id = ANY(%(traces)s)")  # a table before migration 11, a view since
     for table in _BY_TURN:
         delete(table, "turn_id = ANY(%(turns)s)")
     delete("outcomes", "turn_id = ANY(%(turns)s) OR session_id = ANY(%(sessions)s)")
@@ -95,5 +96,7 @@ def _ids(conn: Connection, query: sql.Composed | sql.SQL, user_id: str, traces: 
 
 
 def _exists(conn: Connection, table: str) -> bool:
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    """True for a table of that name (a view of that name holds no rows of its own)."""
+    row = conn.execute("SELECT relkind IN ('r', 'p') FROM pg_class WHERE oid = to_regclass(%s)",
+                       (table,)).fetchone()
     return bool(row and row[0])

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
-from otel_chatbot.processor.config import ConfigError, ProcessorConfig, load_config
+from otel_chatbot.processor.config import ConfigError, ProcessorConfig, load_config, unknown_variables
 from otel_chatbot.quality import evaluate_cli, stats
 
 _PROG = "otel-chatbot"
@@ -30,6 +30,10 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("ui_reviewer_password", "PASSWORD", "password that logs a reviewer into the review page /ui/ "
                                          "(auth_token works too)"),
     ("ui_viewer_token", "TOKEN", "token that logs a read-only viewer into the review page /ui/"),
+    ("tls_cert_file", "FILE", "PEM certificate (chain): OTLP/HTTP, OTLP/gRPC and /metrics speak TLS "
+                              "(needs --tls-key-file)"),
+    ("tls_key_file", "FILE", "PEM private key of --tls-cert-file"),
+    ("retention_days", "DAYS", "drop stored data older than DAYS, checked hourly (default 0: keep all)"),
     ("cors_origins", "ORIGINS", "browser origins allowed to call the HTTP endpoints, comma-separated "
                                 "(e.g. https://chat.example.com; '*': any; default none)"),
     ("max_body_bytes", "SIZE", "largest request body, compressed and decompressed (default 32MiB)"),
@@ -75,6 +79,8 @@ _BOOL_SETTINGS: tuple[tuple[str, str], ...] = (
     ("redact", "redact PII in message attributes on the processor too (default off: the SDK redacts)"),
     ("redact_ner", "with --redact: add model-found names and places (pip install 'otel-chatbot[ner]')"),
     ("migrate", "apply pending schema migrations at start (default on)"),
+    ("metrics_auth", "with --auth-token: /metrics needs the token too (default off)"),
+    ("health_public", "/healthz and /readyz answer without the token (default on; off needs --auth-token)"),
 )
 
 _SERVE_EXAMPLES = """\
@@ -117,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="OpenTelemetry-native observability for LLM chatbots: OTLP in, Postgres and "
                     "Prometheus out.",
         epilog="run `otel-chatbot COMMAND --help` for the options of a command")
+    parser.add_argument("--version", action="version", version=f"{_PROG} {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser(
@@ -154,19 +161,40 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_parser(commands, _add_database)
 
     purge = commands.add_parser(
-        "purge", help="drop stored spans and turns older than N days", formatter_class=formatter,
+        "purge", help="drop data older than N days, or every row of one user", formatter_class=formatter,
         description="Retention: drop whole daily partitions of spans and chat_turns older than --older-than "
-                    "days (fast, no table bloat). Prints the dropped partitions.",
-        epilog="examples:\n  otel-chatbot purge --older-than 30\n")
+                    "days (fast, no table bloat); prints the dropped partitions. Erasure: --user-id "
+                    "deletes every row of that end user (turns, their traces' spans, feedback, "
+                    "evaluations, reviews, outcomes, sessions only they had) and prints counts per table.",
+        epilog="examples:\n  otel-chatbot purge --older-than 30\n  otel-chatbot purge --user-id u-4821\n")
     _add_database(purge)
-    purge.add_argument("--older-than", type=int, required=True, metavar="DAYS",
-                       help="keep this many days (>= 1)")
+    what = purge.add_mutually_exclusive_group(required=True)
+    what.add_argument("--older-than", type=int, metavar="DAYS", help="keep this many days (>= 1)")
+    what.add_argument("--user-id", metavar="ID", help="delete every stored row of this end user")
 
     evaluate_cli.add_parser(commands, _add_database)
     from otel_chatbot.quality import commands as quality_commands
 
     quality_commands.add_parsers(commands, formatter, _add_database)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("otel-chatbot")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Like parse_args, but an unknown option is reported with the usage of its subcommand."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def _config(args: argparse.Namespace) -> ProcessorConfig:
@@ -187,22 +215,28 @@ def _setup_logging(level: str) -> None:
 def _serve(config: ProcessorConfig) -> int:
     if config.workers > 1:
         return _serve_workers(config)
-    from otel_chatbot.processor.app import Processor, grafana_hint, run_until_signal
+    from otel_chatbot.errors import StartCancelled
+    from otel_chatbot.processor.app import Processor, StopSignals, grafana_hint, run_until_signal
 
-    processor = Processor(config)
-    try:
-        processor.start()
-    except BaseException:
-        processor.shutdown(5.0)
-        raise
-    http, grpc, metrics = (f"{h}:{p}" for h, p in (processor.http_address, processor.grpc_address,
-                                                   processor.metrics_address))
-    print(f"otel-chatbot serving: OTLP/HTTP http://{http}  OTLP/gRPC {grpc}  metrics http://{metrics}/metrics"
-          f"  review page http://{http}/ui/", file=sys.stderr, flush=True)
-    hint = grafana_hint(config)
-    if hint is not None:
-        print(hint, file=sys.stderr, flush=True)
-    return run_until_signal(processor)
+    # Handlers first: a SIGTERM during initdb or migrations must stop what was started, in order.
+    with StopSignals() as signals:
+        processor = Processor(config)
+        try:
+            processor.start(signals.event)
+        except StartCancelled:
+            print(f"{_PROG} serve: {signals.name} during start; stopped what had been started",
+                  file=sys.stderr, flush=True)
+            return 0
+        scheme = "https" if config.tls_cert_file else "http"
+        http, grpc, metrics = (f"{h}:{p}" for h, p in (processor.http_address, processor.grpc_address,
+                                                       processor.metrics_address))
+        print(f"otel-chatbot serving: OTLP/HTTP {scheme}://{http}  OTLP/gRPC {grpc}  "
+              f"metrics {scheme}://{metrics}/metrics  review page {scheme}://{http}/ui/",
+              file=sys.stderr, flush=True)
+        hint = grafana_hint(config)
+        if hint is not None:
+            print(hint, file=sys.stderr, flush=True)
+        return run_until_signal(processor, signals=signals)
 
 
 def _serve_workers(config: ProcessorConfig) -> int:
@@ -213,7 +247,9 @@ def _serve_workers(config: ProcessorConfig) -> int:
         http, grpc, metrics = (f"{h}:{p}" for h, p in (supervisor.http_address or ("", 0),
                                                        supervisor.grpc_address or ("", 0),
                                                        supervisor.metrics_address or ("", 0)))
-        print(f"otel-chatbot serving: OTLP/HTTP http://{http}  OTLP/gRPC {grpc}  metrics http://{metrics}/metrics"
+        scheme = "https" if config.tls_cert_file else "http"
+        print(f"otel-chatbot serving: OTLP/HTTP {scheme}://{http}  OTLP/gRPC {grpc}  "
+              f"metrics {scheme}://{metrics}/metrics"
               f"  ({config.workers} workers)", file=sys.stderr, flush=True)
         hint = grafana_hint(config)
         if hint is not None:
@@ -227,12 +263,25 @@ def _serve_workers(config: ProcessorConfig) -> int:
 
 
 @contextlib.contextmanager
-def _database_url(config: ProcessorConfig) -> Iterator[str]:
-    """The database URL for a one-shot command; an embedded Postgres started for it stops after it."""
-    from otel_chatbot.processor.app import open_database
+def _database_url(config: ProcessorConfig, *, create: bool = False) -> Iterator[str]:
+    """The database URL for a one-shot command; an embedded Postgres started for it stops after it.
 
+    Unless ``create`` (migrate), the database must exist and be migrated: a command that reads it
+    says so instead of creating an empty data directory or failing on a missing table.
+    """
+    from otel_chatbot.processor.app import open_database
+    from otel_chatbot.store.migrate import schema_version
+
+    first_step = "run `otel-chatbot serve` or `otel-chatbot migrate` first"
+    if not create and config.database_url is None and not (
+            Path(config.data_dir) / "postgres" / "PG_VERSION").is_file():
+        raise ConfigError(f"no database at {config.data_dir}; {first_step}")
     url, embedded = open_database(config)
     try:
+        if not create and schema_version(url) is None:
+            where = ("the database at --database-url" if config.database_url
+                     else f"the database at {config.data_dir}")
+            raise ConfigError(f"{where} has no otel-chatbot schema; {first_step}")
         yield url
     finally:
         if embedded is not None:
@@ -242,7 +291,7 @@ def _database_url(config: ProcessorConfig) -> Iterator[str]:
 def _migrate(config: ProcessorConfig) -> int:
     from otel_chatbot.store.migrate import LATEST_VERSION, migrate
 
-    with _database_url(config) as url:
+    with _database_url(config, create=True) as url:
         applied = migrate(url)
     if applied:
         print(f"applied migrations {', '.join(map(str, applied))}; schema at version {LATEST_VERSION}")
@@ -276,6 +325,19 @@ def _quality(config: ProcessorConfig, args: argparse.Namespace) -> int:
         return run(url)
 
 
+def _erase(config: ProcessorConfig, user_id: str) -> int:
+    if not user_id.strip():
+        raise ConfigError("user_id: must be non-empty")
+    from otel_chatbot.store.erasure import erase_user
+
+    with _database_url(config) as url:
+        counts = erase_user(url, user_id)
+    for table, count in counts.items():
+        print(f"{table}: {count}")
+    print(f"{sum(counts.values())} row(s) of user {user_id!r} deleted or scrubbed")
+    return 0
+
+
 def _demo(config: ProcessorConfig, args: argparse.Namespace) -> int:
     from otel_chatbot.demo import run_demo
 
@@ -296,16 +358,20 @@ def _demo(config: ProcessorConfig, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     try:
         config = _config(args)
         _setup_logging(config.log_level)
+        for warning in unknown_variables(os.environ):
+            print(f"{_PROG}: warning: {warning}", file=sys.stderr)
         if args.command == "serve":
             return _serve(config)
         if args.command == "migrate":
             return _migrate(config)
         if args.command == "stats":
             return stats.run(args, config, _database_url)
+        if args.command == "purge" and args.user_id is not None:
+            return _erase(config, args.user_id)
         if args.command == "purge":
             return _purge(config, args.older_than)
         if args.command == "evaluate":

@@ -46,3 +46,7 @@ class InternalError(Exception):
     """A processor bug surfaced while handling a request (already logged where it happened)."""
 
     reason = "internal"
+
+
+class StartCancelled(Exception):
+    """A stop signal arrived while a long-lived object was starting; what it had started is stopped."""

@@ -145,10 +145,14 @@ def test_bad_json_bodies(body: bytes, fragment: str) -> None:
 
 
 def test_malformed_protobuf_is_a_decode_error() -> None:
-    with pytest.raises(DecodeError, match="body is not valid protobuf ExportTraceServiceRequest"):
+    with pytest.raises(DecodeError, match="body is not valid protobuf ExportTraceServiceRequest") as raised:
         decode.parse_traces(b"\x0a\xff\xff\xff\xff\x0f garbage", PROTOBUF)
-    with pytest.raises(DecodeError, match="body is not valid protobuf ExportLogsServiceRequest"):
+    # Said in the client's terms: no internal message type, and what to check.
+    assert "otel_chatbot" not in str(raised.value) and "Error parsing" not in str(raised.value)
+    assert "truncated, corrupt or not OTLP/protobuf" in str(raised.value)
+    with pytest.raises(DecodeError, match="body is not valid protobuf ExportLogsServiceRequest") as raised:
         decode.parse_logs(b"\x0a\x05ab", PROTOBUF)
+    assert "opentelemetry.proto" not in str(raised.value)
 
 
 def test_attribute_that_is_not_valid_protobuf_is_caught_at_normalise() -> None:
@@ -182,12 +186,21 @@ def test_protobuf_bad_id_lengths(trace_id: bytes, span_id: bytes, fragment: str)
 
 @pytest.mark.parametrize("content_type", [PROTOBUF, JSON])
 def test_empty_requests(content_type: str) -> None:
-    traces = decode.parse_traces(b"" if content_type == PROTOBUF else b"{}", content_type)
+    # An empty protobuf message encodes as zero bytes; in JSON it is an empty object.
+    body = b"" if content_type == PROTOBUF else b"{}"
+    traces = decode.parse_traces(body, content_type)
     assert decode.count_spans(traces) == 0
     batch = normalise_traces(traces, PRICES)
     assert (batch.spans, batch.turns, batch.feedback, len(batch)) == ([], [], [], 0)
-    logs = decode.parse_logs(b"", content_type)
+    logs = decode.parse_logs(body, content_type)
     assert normalise_logs(logs).feedback == []
+
+
+@pytest.mark.parametrize("body", [b"", b"  \n"])
+def test_an_empty_json_body_is_refused(body: bytes) -> None:
+    for parse in (decode.parse_traces, decode.parse_logs):
+        with pytest.raises(DecodeError, match=r"body is empty: expected an OTLP/JSON object"):
+            parse(body, JSON)
 
 
 def test_unsupported_content_type() -> None:

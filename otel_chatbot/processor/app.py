@@ -11,19 +11,22 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
 import psycopg
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
+from otel_chatbot.errors import StartCancelled
 from otel_chatbot.processor.auth import BearerAuth
 from otel_chatbot.processor.config import ConfigError, ProcessorConfig, split_address
 from otel_chatbot.processor.grpc_receiver import GrpcReceiver
 from otel_chatbot.processor.http_receiver import HttpReceiver, ReadyCheck
+from otel_chatbot.processor.listeners import _listening, _tls_context
 from otel_chatbot.processor.metrics import ProcessorMetrics
+from otel_chatbot.processor.metrics_http import MetricsServer
 from otel_chatbot.processor.pipeline import Pipeline
 from otel_chatbot.processor.pricing import PriceTable
 from otel_chatbot.store.api_pool import ApiPool
@@ -31,21 +34,59 @@ from otel_chatbot.store.embedded import EmbeddedPostgres
 from otel_chatbot.store.migrate import LATEST_VERSION, migrate
 from otel_chatbot.store.pending_feedback import PendingFeedbackSweeper
 from otel_chatbot.store.reader import READER_ROLE, ReaderRoleError, enable_reader_login
+from otel_chatbot.store.retention_schedule import RetentionSchedule
 from otel_chatbot.store.writer import BatchWriter
 
 _log = logging.getLogger(__name__)
 _READY_CONNECT_TIMEOUT_S = 3
+_RETENTION_INTERVAL_S = 3600.0
 T = TypeVar("T")
 
 
-def open_database(config: ProcessorConfig) -> tuple[str, EmbeddedPostgres | None]:
+def open_database(config: ProcessorConfig,
+                  cancelled: Callable[[], bool] | None = None) -> tuple[str, EmbeddedPostgres | None]:
     """The URL to use: ``database_url``, or an embedded Postgres in ``data_dir/postgres`` (returned so
-    the caller can shut it down; it only stops a server it started itself)."""
-    if config.database_url is not None:
+    the caller can shut it down; the last of its users stops it)."""
+    embedded = embedded_for(config)
+    if embedded is None:
+        assert config.database_url is not None
         return config.database_url, None
+    return embedded.start(cancelled), embedded
+
+
+def embedded_for(config: ProcessorConfig) -> EmbeddedPostgres | None:
+    """The embedded Postgres (not started) when no database URL is given."""
+    if config.database_url is not None:
+        return None
     listen = split_address("db_listen", config.db_listen) if config.db_listen else None
-    embedded = EmbeddedPostgres(Path(config.data_dir) / "postgres", listen=listen)
-    return embedded.start(), embedded
+    return EmbeddedPostgres(Path(config.data_dir) / "postgres", listen=listen)
+
+
+class StopSignals:
+    """SIGTERM/SIGINT set ``event`` while installed. Installed *before* ``Processor.start()`` so that a
+    signal during initdb or migrations stops the start in order (see ``Processor.start``) instead of
+    killing the process with the embedded Postgres it just started left running."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.received: list[int] = []
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received[0]).name if self.received else "stop"
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.received.append(signum)
+        self.event.set()
+
+    def __enter__(self) -> StopSignals:
+        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def grafana_hint(config: ProcessorConfig) -> str | None:
@@ -82,8 +123,10 @@ class Processor:
         self._grpc: GrpcReceiver | None = None
         self._api_pool: ApiPool | None = None
         self._sweeper: PendingFeedbackSweeper | None = None
-        self._metrics_server: Any = None
+        self._metrics_server: MetricsServer | None = None
         self._metrics_address: tuple[str, int] | None = None
+        self._retention: RetentionSchedule | None = None
+        self._cancel: threading.Event | None = None
         self._lock = threading.Lock()
         self._started = False
 
@@ -108,6 +151,11 @@ class Processor:
     def pipeline(self) -> Pipeline:
         return self._need(self._pipeline)
 
+    @property
+    def retention(self) -> RetentionSchedule | None:
+        """The retention schedule when retention_days > 0."""
+        return self._retention
+
     @staticmethod
     def _need(value: T | None) -> T:
         if value is None:
@@ -115,16 +163,26 @@ class Processor:
         return value
 
     # --- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, cancel: threading.Event | None = None) -> None:
+        """``cancel`` set during the start (a stop signal) raises StartCancelled at the next step;
+        whatever was started by then — the embedded Postgres included — is stopped first."""
         with self._lock:
             if self._started:
                 return
             self._started = True
+            self._cancel = cancel
             try:
                 self._start()
             except BaseException:
                 self._stop(timeout=5.0)
                 raise
+
+    def _cancelled(self) -> bool:
+        return self._cancel is not None and self._cancel.is_set()
+
+    def _step(self) -> None:
+        if self._cancelled():
+            raise StartCancelled("stopped during start")
 
     def _start(self) -> None:
         config = self.config
@@ -132,7 +190,15 @@ class Processor:
             prices = PriceTable.load(config.prices_file)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"prices_file: {exc}") from None
-        self._url, self._embedded = open_database(config)
+        tls_files = None
+        if config.tls_cert_file is not None and config.tls_key_file is not None:
+            tls_files = (config.tls_cert_file, config.tls_key_file)
+        tls = _tls_context(tls_files) if tls_files is not None else None
+        # The server is recorded before it runs, so a cancelled or failed start stops it.
+        self._embedded = embedded = embedded_for(config)
+        self._url = embedded.start(self._cancelled) if embedded is not None else config.database_url
+        assert self._url is not None
+        self._step()
         if config.migrate:
             applied = migrate(self._url)
             if applied:
@@ -142,6 +208,11 @@ class Processor:
                 enable_reader_login(self._url, config.reader_password)
             except ReaderRoleError as exc:
                 raise ConfigError(f"reader_password: {exc}") from None
+        self._step()
+        if config.retention_days > 0:
+            self._retention = RetentionSchedule(self._url, config.retention_days,
+                                                interval_s=_RETENTION_INTERVAL_S)
+            self._retention.start()
         auth = BearerAuth(config.auth_token)
         redact = _redactor(config) if config.redact else None
         writers = [BatchWriter(self._url, pending_feedback_max=config.pending_feedback_max,
@@ -160,34 +231,38 @@ class Processor:
                                   write_batch_spans=config.write_batch_spans,
                                   on_commit=self._judge.offer if self._judge is not None else None)
         self._pipeline.start()
+        self._step()
 
         host, port = split_address("metrics", config.metrics)
         if self._serve_metrics:
+            self._metrics_server = MetricsServer(host, port, self.metrics.registry,
+                                                 auth=auth if config.metrics_auth else None, tls=tls)
             with _listening("metrics", config.metrics):
-                server, _thread = start_http_server(port, host, registry=self.metrics.registry)
-            self._metrics_server = server
-            port = int(server.server_address[1])
+                self._metrics_server.start()
+            port = self._metrics_server.address[1]
         self._metrics_address = (host, port)
 
         host, port = split_address("otlp_grpc", config.otlp_grpc)
         self._grpc = GrpcReceiver(host, port, self._pipeline, prices=prices, auth=auth,
                                   max_body_bytes=config.max_body_bytes, workers=config.grpc_workers,
-                                  redact=redact, reuse_port=self._reuse_port)
+                                  redact=redact, reuse_port=self._reuse_port, tls_files=tls_files)
         with _listening("otlp_grpc", config.otlp_grpc):
             self._grpc.start()
+        self._step()
         host, port = split_address("otlp_http", config.otlp_http)
         self._http = HttpReceiver(host, port, self._pipeline, prices=prices, auth=auth,
                                   max_body_bytes=config.max_body_bytes, ready_check=self.readiness,
                                   turn_exists=self._api_pool.turn_exists, redact=redact,
                                   graceful_timeout=config.shutdown_timeout,
                                   cors_origins=config.cors_origin_list,
-                                  extra_routes=[self._review_page()], reuse_port=self._reuse_port)
+                                  extra_routes=[self._review_page()], reuse_port=self._reuse_port,
+                                  health_public=config.health_public, tls_files=tls_files)
         with _listening("otlp_http", config.otlp_http):
             self._http.start()
         host, port = self._metrics_address
         metrics = f"{host}:{port}" if self._serve_metrics else "served by the supervisor"
-        _log.info("otel-chatbot processor: OTLP/HTTP %s:%d, OTLP/gRPC %s:%d, metrics %s",
-                  *self.http_address, *self.grpc_address, metrics)
+        _log.info("otel-chatbot processor: OTLP/HTTP %s:%d, OTLP/gRPC %s:%d, metrics %s%s",
+                  *self.http_address, *self.grpc_address, metrics, " (TLS)" if tls else "")
 
     def shutdown(self, timeout: float = 30.0) -> None:
         with self._lock:
@@ -216,14 +291,16 @@ class Processor:
         if self._metrics_server is not None:
             with contextlib.suppress(Exception):
                 self._metrics_server.shutdown()
-                self._metrics_server.server_close()
         if self._sweeper is not None:
             self._sweeper.shutdown()
         if self._api_pool is not None:
             self._api_pool.shutdown()
+        if self._retention is not None:
+            self._retention.shutdown()
         if self._embedded is not None:
             self._embedded.shutdown()
         self._pipeline = self._http = self._grpc = self._metrics_server = self._embedded = None
+        self._retention = None
         self._judge = None
         self._sweeper = self._api_pool = None
 
@@ -298,34 +375,15 @@ def _redactor(config: ProcessorConfig) -> Any:
     return Redactor(pseudonym_key=config.pseudonym_key, extra_finders=finders)
 
 
-@contextlib.contextmanager
-def _listening(key: str, address: str) -> Iterator[None]:
-    """Turn a failed bind into an error that names the setting to change."""
-    try:
-        yield
-    except (OSError, RuntimeError) as exc:  # grpcio reports a failed bind as RuntimeError
-        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-        flag = "--" + key.replace("_", "-")
-        raise ConfigError(f"{key}: cannot listen on {address}: {reason} "
-                          f"(another process has it? choose another with {flag} HOST:PORT)") from None
-
-
-def run_until_signal(processor: Processor, timeout: float | None = None) -> int:
-    """Serve until SIGTERM/SIGINT, then drain (commit what is queued) and return 0."""
-    stop = threading.Event()
-    received: list[int] = []
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        received.append(signum)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while not stop.wait(1.0):
+def run_until_signal(processor: Processor, timeout: float | None = None,
+                     signals: StopSignals | None = None) -> int:
+    """Serve until SIGTERM/SIGINT, then drain (commit what is queued) and return 0. ``signals``: the
+    handlers already installed before the start (else they are installed here)."""
+    with contextlib.ExitStack() as stack:
+        if signals is None:
+            signals = stack.enter_context(StopSignals())
+        while not signals.event.wait(1.0):
             pass
-        _log.info("received %s: draining", signal.Signals(received[0]).name)
+        _log.info("received %s: draining", signals.name)
         processor.shutdown(timeout if timeout is not None else processor.config.shutdown_timeout)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return 0

@@ -66,6 +66,15 @@ class ProcessorConfig:
     # logs in a read-only viewer (can read conversations, cannot store reviews).
     ui_reviewer_password: str | None = None
     ui_viewer_token: str | None = None
+    # With auth_token: /metrics needs the bearer token too (Prometheus: authorization.credentials).
+    metrics_auth: bool = False
+    # /healthz and /readyz answer without the token (load balancers, kubelets); off: they need it too.
+    health_public: bool = True
+    # PEM certificate chain and private key: the OTLP/HTTP, OTLP/gRPC and /metrics listeners speak TLS.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Drop daily partitions older than this many days, checked hourly inside serve; 0: keep everything.
+    retention_days: int = 0
     # Browser origins allowed to call the HTTP endpoints (CORS), comma-separated, e.g. a web chat
     # widget posting /v1/feedback or the OpenTelemetry JS exporter; "*" allows any. Unset: no CORS.
     cors_origins: str | None = None
@@ -150,6 +159,20 @@ class ProcessorConfig:
         if self.auth_token is not None and (not self.auth_token or any(c.isspace() for c in self.auth_token)):
             raise ConfigError("auth_token: must be non-empty and contain no whitespace")
         self._validate_ui()
+        if self.metrics_auth and self.auth_token is None:
+            raise ConfigError("metrics_auth: requires auth_token (the token /metrics then asks for)")
+        if not self.health_public and self.auth_token is None:
+            raise ConfigError("health_public: off requires auth_token (the token health checks then need)")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            missing = "tls_key_file" if self.tls_key_file is None else "tls_cert_file"
+            raise ConfigError(f"{missing}: TLS needs both tls_cert_file and tls_key_file")
+        for key in ("tls_cert_file", "tls_key_file"):
+            path = getattr(self, key)
+            if path is not None and not path.is_file():
+                raise ConfigError(f"{key}: no such file {str(path)!r}")
+        if self.retention_days < 0:
+            raise ConfigError(f"retention_days: expected a number of days >= 0 (0: keep everything), "
+                              f"got {self.retention_days}")
         for origin in self.cors_origin_list:
             if origin != "*" and not _ORIGIN_RE.match(origin):
                 raise ConfigError(f"cors_origins: expected '*' or origins like https://chat.example.com, "
@@ -225,6 +248,34 @@ _OPTIONAL = frozenset(name for name, f in FIELDS.items() if str(f.type).endswith
 
 def env_name(key: str) -> str:
     return ENV_PREFIX + key.upper()
+
+
+# OTEL_CHATBOT_* variables that are not processor settings: read by the SDK in the app, or by the
+# quality commands. Anything else with the prefix is most likely a misspelt setting.
+OTHER_VARIABLES = frozenset({
+    "OTEL_CHATBOT_CAPTURE_CONTENT", "OTEL_CHATBOT_DETECT_INJECTIONS", "OTEL_CHATBOT_BLOCK_INJECTIONS",
+    "OTEL_CHATBOT_JUDGE_API_KEY", "OTEL_CHATBOT_LLM_API_KEY", "OTEL_CHATBOT_LLM_BASE_URL",
+    "OTEL_CHATBOT_LLM_MODEL", "OTEL_CHATBOT_EMBEDDINGS_API_KEY", "OTEL_CHATBOT_EMBEDDINGS_BASE_URL",
+    "OTEL_CHATBOT_EMBEDDINGS_MODEL", "OTEL_CHATBOT_READER_PASSWORD",
+})
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """One warning per ``OTEL_CHATBOT_*`` variable that no part of otel-chatbot reads, naming the
+    closest setting. A warning, not an error: the environment is shared with the app side, and a
+    newer SDK may read variables this processor does not know."""
+    known = {env_name(key) for key in FIELDS} | OTHER_VARIABLES
+    warnings = []
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            # Compared without the shared prefix, which would make every name look close.
+            suffixes = {k.removeprefix(ENV_PREFIX): k for k in known}
+            close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), sorted(suffixes), n=1,
+                                              cutoff=0.7)
+            hint = (f"; did you mean {suffixes[close[0]]}?" if close
+                    else f"; settings are {ENV_PREFIX}<KEY> of `serve --help`")
+            warnings.append(f"ignoring unknown variable {name}{hint}")
+    return warnings
 
 
 def load_config(flags: Mapping[str, object], env: Mapping[str, str],

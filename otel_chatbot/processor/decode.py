@@ -136,8 +136,11 @@ def _parse(body: bytes, content_type: str, protobuf_type: Any, message_name: str
         request = protobuf_type()
         try:
             request.ParseFromString(body)
-        except _ProtobufDecodeError as exc:
-            raise DecodeError(f"body is not valid protobuf {message_name}: {exc}") from None
+        except _ProtobufDecodeError:
+            # The runtime's text names our internal parse type and adds nothing the client can act on.
+            raise DecodeError(f"body is not valid protobuf {message_name}: truncated, corrupt or not "
+                              f"OTLP/protobuf (is it gzip without Content-Encoding: gzip, or JSON sent "
+                              f"as {PROTOBUF}?)") from None
         return request
     if media == JSON:
         try:
@@ -148,8 +151,10 @@ def _parse(body: bytes, content_type: str, protobuf_type: Any, message_name: str
 
 
 def _load_json(body: bytes) -> object:
+    if not body.strip():
+        raise DecodeError("body is empty: expected an OTLP/JSON object (an empty export is {})")
     try:
-        return orjson.loads(body) if body.strip() else {}
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise DecodeError(f"body is not valid JSON: {exc}") from None
 

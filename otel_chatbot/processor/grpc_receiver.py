@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent import futures
+from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
@@ -141,7 +142,7 @@ class GrpcReceiver:
 
     def __init__(self, host: str, port: int, pipeline: Pipeline, *, prices: PriceTable, auth: BearerAuth,
                  max_body_bytes: int, workers: int = 16, redact: Redact | None = None,
-                 reuse_port: bool = False) -> None:
+                 reuse_port: bool = False, tls_files: tuple[Path, Path] | None = None) -> None:
         self._bind = (host, port)
         self._reuse_port = reuse_port
         self._handlers = _Handlers(pipeline, auth)
@@ -149,6 +150,7 @@ class GrpcReceiver:
         self._redact = redact
         self._max = max_body_bytes
         self._workers = workers
+        self._tls_files = tls_files
         self._server: grpc.Server | None = None
         self._address: tuple[str, int] | None = None
 
@@ -165,7 +167,9 @@ class GrpcReceiver:
             futures.ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="otel-chatbot-grpc"),
             options=[("grpc.max_receive_message_length", self._max),
                      ("grpc.max_send_message_length", 4 * 1024 * 1024),
-                     # worker processes share the port (serve --workers); one process holds it alone
+                     # Worker processes share the port (serve --workers); one process holds it alone:
+                     # grpcio's default SO_REUSEPORT would let a second processor bind the same port
+                     # "successfully" and the kernel would split the traffic between the two.
                      ("grpc.so_reuseport", 1 if self._reuse_port else 0)])
         # No maximum_concurrent_rpcs: grpcio would answer RESOURCE_EXHAUSTED without RetryInfo, which
         # the Collector treats as permanent (data loss). Concurrency is bounded by the clients' own
@@ -178,7 +182,11 @@ class GrpcReceiver:
         ))
         host, port = self._bind
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        bound = server.add_insecure_port(target)
+        if self._tls_files is not None:
+            cert, key = (path.read_bytes() for path in self._tls_files)
+            bound = server.add_secure_port(target, grpc.ssl_server_credentials([(key, cert)]))
+        else:
+            bound = server.add_insecure_port(target)
         if bound == 0:
             raise OSError(f"cannot bind the gRPC receiver to {target}")
         server.start()

@@ -17,6 +17,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -55,6 +56,11 @@ _log = logging.getLogger(__name__)
 _TRANSPORT = "http"
 # google.rpc.Code values carried in the Status body
 _INVALID_ARGUMENT, _RESOURCE_EXHAUSTED, _INTERNAL, _UNAUTHENTICATED, _UNAVAILABLE = 3, 8, 13, 16, 14
+# The google.rpc.Code that matches an HTTP status (google/rpc/code.proto's HTTP mapping), so a body's
+# code never contradicts its status (a 404 saying INVALID_ARGUMENT).
+_CODE_OF_STATUS = {400: _INVALID_ARGUMENT, 401: _UNAUTHENTICATED, 403: 7, 404: 5, 405: 12,
+                   413: _RESOURCE_EXHAUSTED, 415: _INVALID_ARGUMENT, 429: _RESOURCE_EXHAUSTED,
+                   500: _INTERNAL, 503: _UNAVAILABLE}
 _MAX_TURN_ID = 256
 _MAX_COMMENT = 10_000
 
@@ -63,11 +69,11 @@ TurnExists = Callable[[str], bool]
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str, code: int = _INVALID_ARGUMENT,
+    def __init__(self, status: int, message: str, code: int | None = None,
                  retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
-        self.code = code
+        self.code = code if code is not None else _CODE_OF_STATUS.get(status, _INVALID_ARGUMENT)
         self.retry_after = retry_after
 
 
@@ -117,7 +123,8 @@ class HttpReceiver:
                  auth: BearerAuth, max_body_bytes: int, ready_check: ReadyCheck,
                  turn_exists: TurnExists, redact: Redact | None = None,
                  graceful_timeout: float = 30.0, cors_origins: Sequence[str] = (),
-                 extra_routes: Sequence[BaseRoute] = (), reuse_port: bool = False) -> None:
+                 extra_routes: Sequence[BaseRoute] = (), reuse_port: bool = False,
+                 health_public: bool = True, tls_files: tuple[Path, Path] | None = None) -> None:
         self._bind = (host, port)
         self._reuse_port = reuse_port
         self._pipeline = pipeline
@@ -128,6 +135,8 @@ class HttpReceiver:
         self._turn_exists = turn_exists
         self._redact = redact
         self._graceful_timeout = graceful_timeout
+        self._health_public = health_public
+        self._tls_files = tls_files
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._address: tuple[str, int] | None = None
@@ -137,7 +146,9 @@ class HttpReceiver:
                                  allow_methods=["GET", "POST"],
                                  allow_headers=["authorization", "content-type", "content-encoding"],
                                  max_age=600)] if cors_origins else []
-        self.app = Starlette(middleware=middleware, routes=[
+        # Unknown paths and methods answer like every other error: a Status body with a message.
+        handlers = {404: _http_exception, 405: _http_exception}
+        self.app = Starlette(middleware=middleware, exception_handlers=handlers, routes=[
             Route("/v1/traces", self._traces, methods=["POST"]),
             Route("/v1/logs", self._logs, methods=["POST"]),
             Route("/v1/feedback", self._feedback, methods=["POST"]),
@@ -161,7 +172,9 @@ class HttpReceiver:
         self._address = sock.getsockname()[:2]
         config = uvicorn.Config(self.app, lifespan="off", log_level="warning", access_log=False,
                                 timeout_keep_alive=30, timeout_graceful_shutdown=int(self._graceful_timeout),
-                                backlog=1024, server_header=False)
+                                backlog=1024, server_header=False,
+                                ssl_certfile=self._tls_files[0] if self._tls_files else None,
+                                ssl_keyfile=self._tls_files[1] if self._tls_files else None)
         server = uvicorn.Server(config)
         self._server = server
         self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
@@ -191,8 +204,7 @@ class HttpReceiver:
     # --- auth and body ---------------------------------------------------------------------------
     def _check_auth(self, request: Request) -> None:
         if not self._auth.check(request.headers.get("authorization")):
-            raise HttpError(401, "missing or invalid bearer token (Authorization: Bearer <token>)",
-                            _UNAUTHENTICATED)
+            raise HttpError(401, _UNAUTHORISED)
 
     async def _body(self, request: Request) -> bytes:
         length = request.headers.get("content-length")
@@ -329,14 +341,29 @@ class HttpReceiver:
         return FeedbackRow(turn_id.strip(), rating, comment or None, "api", time.time_ns())
 
     async def _healthz(self, request: Request) -> Response:
+        if not self._health_public and not self._auth.check(request.headers.get("authorization")):
+            return error_response(HttpError(401, _UNAUTHORISED), JSON)
         return Response(b"ok\n", 200, media_type="text/plain")
 
     async def _readyz(self, request: Request) -> Response:
+        if not self._health_public and not self._auth.check(request.headers.get("authorization")):
+            return error_response(HttpError(401, _UNAUTHORISED), JSON)
         ready, reason = await asyncio.to_thread(self._ready_check)
         return Response((reason + "\n").encode(), 200 if ready else 503, media_type="text/plain")
 
 
 _EMPTY_JSON = b"{}"
+_UNAUTHORISED = "missing or invalid bearer token (Authorization: Bearer <token>)"
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 404)
+    message = (f"no such endpoint {request.url.path!r}" if status == 404
+               else f"method {request.method} not allowed on {request.url.path!r}")
+    response = error_response(HttpError(status, message), request.headers.get("content-type", ""))
+    if status == 405 and getattr(exc, "headers", None):
+        response.headers.update(exc.headers)  # type: ignore[attr-defined]
+    return response
 
 
 def _otlp_response(message: Any, content_type: str, rejected_key: str, rejected: int) -> Response:

@@ -91,10 +91,13 @@ class WorkerSupervisor:
                 raise
 
     def _start(self) -> None:
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import CollectorRegistry
 
-        from otel_chatbot.processor.app import _listening, open_database
+        from otel_chatbot.processor.app import open_database
+        from otel_chatbot.processor.auth import BearerAuth
         from otel_chatbot.processor.fleet_state import FleetState
+        from otel_chatbot.processor.listeners import _listening, _tls_context
+        from otel_chatbot.processor.metrics_http import MetricsServer
         from otel_chatbot.processor.multiproc_metrics import SupervisorCollector
         from otel_chatbot.store.migrate import migrate
         from otel_chatbot.store.reader import ReaderRoleError, enable_reader_login
@@ -108,10 +111,15 @@ class WorkerSupervisor:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self._collector)
         host, port = split_address("metrics", config.metrics)
+        # /metrics is served here, so the exposure settings (metrics_auth, TLS) apply here too.
+        tls = (_tls_context((config.tls_cert_file, config.tls_key_file))
+               if config.tls_cert_file is not None and config.tls_key_file is not None else None)
+        server = MetricsServer(host, port, registry,
+                               auth=BearerAuth(config.auth_token) if config.metrics_auth else None, tls=tls)
         with _listening("metrics", config.metrics):
-            server, _thread = start_http_server(port, host, registry=registry)
+            server.start()
         self._metrics_server = server
-        self.metrics_address = (host, int(server.server_address[1]))
+        self.metrics_address = (host, server.address[1])
 
         url, self._embedded = open_database(config)
         if config.migrate:
@@ -136,7 +144,7 @@ class WorkerSupervisor:
 
     def _reserve(self, key: str, address: str) -> tuple[str, int]:
         """Hold ``address`` for the workers: fail now (naming the key) if another process listens there."""
-        from otel_chatbot.processor.app import _listening
+        from otel_chatbot.processor.listeners import _listening
 
         host, port = split_address(key, address)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -260,7 +268,6 @@ class WorkerSupervisor:
         if self._metrics_server is not None:
             with contextlib.suppress(Exception):
                 self._metrics_server.shutdown()
-                self._metrics_server.server_close()
             self._metrics_server = None
         if self._embedded is not None:
             self._embedded.shutdown()

@@ -49,8 +49,9 @@ def add_parser(commands: Any, add_database: Callable[[argparse.ArgumentParser], 
                     "service, channel, model, prompt version or app version with --by.")
     add_database(p)
     p.add_argument("--since", default=None, metavar="WHEN",
-                   help="turns started at or after WHEN: a duration back from now (30m, 24h, 7d) or an ISO "
-                        f"timestamp (default {DEFAULT_DAYS:g} days back from --until)")
+                   help="turns started at or after WHEN: a duration back from now (30m, 24h, 7d), an ISO "
+                        f"timestamp, or 'all' (default {DEFAULT_DAYS:g} days back from --until; a window reads "
+                        "a few daily partitions, 'all' the whole history)")
     p.add_argument("--until", default=None, metavar="WHEN", help="turns started before WHEN (default now)")
     p.add_argument("--service", action="append", metavar="NAME", help="only this service (repeatable)")
     p.add_argument("--source", action="append", metavar="CHANNEL",
@@ -61,6 +62,9 @@ def add_parser(commands: Any, add_database: Callable[[argparse.ArgumentParser], 
                    help="output format (default table)")
 
 
+_BEGINNING = "1970-01-01T00:00:00+00:00"  # what --since all means
+
+
 def run(args: argparse.Namespace, config: ProcessorConfig, database_url: Any) -> int:
     """Run ``stats``; ``database_url(config)`` is cli.py's context manager yielding the URL."""
     import psycopg
@@ -69,6 +73,8 @@ def run(args: argparse.Namespace, config: ProcessorConfig, database_url: Any) ->
     from otel_chatbot.store.engagement import engagement_by_channel, format_engagement
     from otel_chatbot.store.stats_queries import group_stats
 
+    if args.since is not None and args.since.strip().lower() == "all":
+        args.since = _BEGINNING
     try:
         window = window_from_options(args.since, args.until, args.service, args.source,
                                      default_days=DEFAULT_DAYS)

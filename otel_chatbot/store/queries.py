@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 
+_RECENT_TURN = "SELECT EXISTS (SELECT 1 FROM chat_turns WHERE turn_id = %s AND started_at >= %s)"
+_ANY_TURN = "SELECT EXISTS (SELECT 1 FROM chat_turns WHERE turn_id = %s)"
+# Feedback mostly follows its turn within minutes: the last two days' partitions are probed first
+# (pruned at plan time), all of them only when the turn is not there — the probe of every daily
+# partition otherwise grows with the retained history.
+_RECENT = timedelta(days=2)
+
 
 def turn_exists(url_or_conn: str | psycopg.Connection[Any], turn_id: str) -> bool:
     """True if a turn with this id is stored (the feedback API answers 200, else 202: pending)."""
-    query = "SELECT EXISTS (SELECT 1 FROM chat_turns WHERE turn_id = %s)"
     if isinstance(url_or_conn, str):
         with psycopg.connect(url_or_conn, autocommit=True) as conn:
-            row = conn.execute(query, (turn_id,)).fetchone()
-    else:
-        row = url_or_conn.execute(query, (turn_id,)).fetchone()
+            return _turn_exists(conn, turn_id)
+    return _turn_exists(url_or_conn, turn_id)
+
+
+def _turn_exists(conn: psycopg.Connection[Any], turn_id: str) -> bool:
+    row = conn.execute(_RECENT_TURN, (turn_id, datetime.now(UTC) - _RECENT)).fetchone()
+    if row and row[0]:
+        return True
+    row = conn.execute(_ANY_TURN, (turn_id,)).fetchone()
     return bool(row and row[0])
 
 

@@ -228,6 +228,12 @@ class Pipeline:
             result = writer.write(batch)
         except Unavailable as exc:
             self._metrics.database_error()
+            if len(group) > 1:
+                # It may be this group's size or one request's data (not the database): commit each
+                # request alone so the others still succeed; the first one failing alike marks it down.
+                _log.warning("group of %d requests failed (%s); committing them one by one", len(group), exc)
+                self._commit_one_by_one(group, writer)
+                return
             _log.warning("database unavailable: %s", exc)
             with self._cond:
                 self._down_reason = str(exc)
@@ -238,9 +244,7 @@ class Pipeline:
         except PermanentError as exc:
             self._metrics.database_error()
             if len(group) > 1:
-                # Find the culprit: commit each request alone so the others still succeed.
-                for item in group:
-                    self._commit([item], writer)
+                self._commit_one_by_one(group, writer)  # find the culprit; the others still succeed
                 return
             _log.warning("database rejected a batch: %s", exc)
             self._resolve(group, None, exc)
@@ -281,6 +285,13 @@ class Pipeline:
                 self._on_commit(result)
             except Exception:
                 _log.exception("on_commit failed")
+
+    def _commit_one_by_one(self, group: list[_Item], writer: Writer) -> None:
+        for i, item in enumerate(group):
+            if self._down_reason is not None:  # the database went down meanwhile: no point trying each
+                self._resolve(group[i:], None, Unavailable(f"database unavailable: {self._down_reason}", 5))
+                return
+            self._commit([item], writer)
 
     def _resolve(self, group: list[_Item], result: CommitResult | None, error: Exception | None) -> None:
         with self._cond:

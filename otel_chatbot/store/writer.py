@@ -81,8 +81,15 @@ _LOCK_CLASS = 0x6F746964  # advisory lock namespace of trace/turn ids ("otid")
 _SETTLE_LIMIT = 500
 
 
+# Trace/turn ids hash into this many advisory-lock slots, so one transaction holds at most this many
+# locks whatever the batch size: one lock per id exhausted a stock lock table (64 per transaction x
+# connections) at ~8,000 traces and failed the batch on every retry. Writers serialise only on
+# shared slots; sorted slot order keeps them deadlock-free.
+LOCK_SLOTS = 1024
+
+
 def _lock_key(value: str) -> int:
-    return zlib.crc32(value.encode()) - 0x8000_0000  # fits int4
+    return zlib.crc32(value.encode()) % LOCK_SLOTS
 
 
 class BatchWriter:
@@ -358,6 +365,9 @@ class BatchWriter:
         Anything else (a Python exception, SQL the server cannot parse or plan) is a bug of ours and is
         returned unchanged: the pipeline reports it as an internal error, not as the client's fault."""
         self._rollback()
+        if isinstance(exc, errors.ProgramLimitExceeded):
+            # e.g. a key longer than an index row can hold: this data fails every time.
+            return PermanentError(f"the database refused the batch: {exc}")
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | psycopg.InternalError):
             # Lost connection, shutdown, deadlock, serialization failure, disk full, read-only replica…
             return Unavailable(f"database unavailable: {exc}")

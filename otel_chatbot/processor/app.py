@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -197,22 +198,25 @@ class Processor:
             self._stop(timeout)
 
     def _stop(self, timeout: float) -> None:
+        # One deadline for every stage (not ``timeout`` each in turn): SIGTERM is done within it.
+        left = _Deadline(timeout)
         pipeline, http, grpc_ = self._pipeline, self._http, self._grpc
         if pipeline is not None:
             pipeline.close_intake()
         if http is not None:
             http.stop_accepting()
-        grpc_stopped = grpc_.stop_accepting(timeout) if grpc_ is not None else None
+        grpc_stopped = grpc_.stop_accepting(left()) if grpc_ is not None else None
         if pipeline is not None:
-            pipeline.shutdown(timeout)  # commits what is queued, resolves the waiting requests
+            # Commits what is queued, resolves the waiting requests; keeps a little time for answering.
+            pipeline.shutdown(left() * 0.8)
         if http is not None:
-            http.shutdown(timeout)
+            http.shutdown(left())
         if grpc_stopped is not None:
-            grpc_stopped.wait(timeout)
+            grpc_stopped.wait(left())
         if grpc_ is not None:
             grpc_.shutdown(0)
         if self._judge is not None:
-            self._judge.shutdown(min(timeout, 5.0))
+            self._judge.shutdown(min(left(), 5.0))
         if self._metrics_server is not None:
             with contextlib.suppress(Exception):
                 self._metrics_server.shutdown()
@@ -261,6 +265,16 @@ class Processor:
         config = self.config
         auth = UiAuth(config.auth_token, config.ui_reviewer_password, config.ui_viewer_token)
         return ReviewPage(self._need(self._api_pool).connection, auth).mount()
+
+
+class _Deadline:
+    """Seconds left until a deadline set at creation (never negative)."""
+
+    def __init__(self, seconds: float) -> None:
+        self._at = time.monotonic() + seconds
+
+    def __call__(self) -> float:
+        return max(0.0, self._at - time.monotonic())
 
 
 def sweep_interval(max_age_s: float) -> float:

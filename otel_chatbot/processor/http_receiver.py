@@ -186,7 +186,7 @@ class HttpReceiver:
         thread.join(timeout)
         if thread.is_alive():
             server.force_exit = True
-            thread.join(5)
+            thread.join(min(timeout, 1.0))
 
     # --- auth and body ---------------------------------------------------------------------------
     def _check_auth(self, request: Request) -> None:
@@ -210,7 +210,11 @@ class HttpReceiver:
                 raise HttpError(413, f"body exceeds the limit of {self._max} bytes", _RESOURCE_EXHAUSTED)
             chunks.append(chunk)
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return decompress(body, request.headers.get("content-encoding", ""), self._max)
+        encoding = request.headers.get("content-encoding", "")
+        if encoding.strip().lower() in ("", "identity"):
+            return body
+        # Off the event loop: inflating 32 MiB takes long enough to stall /healthz and every other request.
+        return await asyncio.to_thread(decompress, body, encoding, self._max)
 
     async def _commit(self, batch: NormalisedBatch) -> None:
         try:
@@ -231,7 +235,9 @@ class HttpReceiver:
         self._check_auth(request)
         body = await self._body(request)
         try:
-            batch = decode(body, content_type)
+            # In a worker thread: decoding a large request takes seconds of CPU, which on the event loop
+            # would hold up /healthz, /readyz and every other connection for as long.
+            batch = await asyncio.to_thread(decode, body, content_type)
         except UnsupportedContentType as exc:
             raise HttpError(415, str(exc)) from None
         except DecodeError as exc:

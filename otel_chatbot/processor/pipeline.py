@@ -32,12 +32,14 @@ _BACKOFF_MIN_S = 0.1
 _BACKOFF_MAX_S = 5.0
 # How often each writer thread hands settled turns to the metrics (BatchWriter.settle), busy or idle.
 _SETTLE_EVERY_S = 1.0
+_CANCEL_MARGIN_S = 0.5  # before the shutdown deadline: time for a cancelled write to return
 
 
 class Writer(Protocol):
     def start(self) -> None: ...
     def write(self, batch: NormalisedBatch) -> CommitResult: ...
     def settle(self, until_ns: int | None = None) -> CommitResult: ...
+    def cancel(self) -> None: ...
     def shutdown(self) -> None: ...
 
 
@@ -118,11 +120,21 @@ class Pipeline:
             self._stopping = True
             threads, self._threads = self._threads, []
             self._cond.notify_all()
+        # One deadline for the whole drain. Near it, a write still in progress is cancelled (its
+        # requests get 503 and are retried by their clients), so shutdown never outlives ``timeout``.
         deadline = time.monotonic() + timeout
+        cancel_at = deadline - min(_CANCEL_MARGIN_S, timeout / 4)
         for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                _log.error("writer did not drain within %.0f s; failing what is left", timeout)
+            thread.join(max(0.0, cancel_at - time.monotonic()))
+        while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+            for writer in self._writers:
+                writer.cancel()
+            for thread in threads:
+                thread.join(min(0.05, max(0.0, deadline - time.monotonic())))
+        if any(t.is_alive() for t in threads):
+            _log.error("writer did not stop within %.1f s; failing what is left", timeout)
+        else:
+            _log.info("pipeline drained within %.1f s", timeout)
         self._fail_queued(Unavailable("the processor is shutting down", 1))
         for writer in self._writers:
             writer.shutdown()
@@ -228,7 +240,7 @@ class Pipeline:
             result = writer.write(batch)
         except Unavailable as exc:
             self._metrics.database_error()
-            if len(group) > 1:
+            if len(group) > 1 and not self._stopping:
                 # It may be this group's size or one request's data (not the database): commit each
                 # request alone so the others still succeed; the first one failing alike marks it down.
                 _log.warning("group of %d requests failed (%s); committing them one by one", len(group), exc)

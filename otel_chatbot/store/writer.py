@@ -79,6 +79,7 @@ _LOCK_CLASS = 0x6F746964  # advisory lock namespace of trace/turn ids ("otid")
 # Turns counted per settle statement (a settle runs as many as are due). Small enough that the planner
 # finds each row by its address rather than hashing the whole partition to join them back.
 _SETTLE_LIMIT = 500
+_CANCEL_TIMEOUT_S = 1.0
 
 
 # Trace/turn ids hash into this many advisory-lock slots, so one transaction holds at most this many
@@ -118,10 +119,24 @@ class BatchWriter:
             self._closed = False
             self._connection()
 
+    def cancel(self) -> None:
+        """Cancel the statement in progress, from another thread (shutdown at its deadline): that
+        write() fails with Unavailable and its transaction rolls back. A no-op when idle."""
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                conn.cancel_safe(timeout=_CANCEL_TIMEOUT_S)
+
     def shutdown(self) -> None:
-        with self._lock:
-            self._closed = True
+        self._closed = True
+        # Never wait long for a write in progress (shutdown has a deadline): cancel() it first.
+        if not self._lock.acquire(timeout=_CANCEL_TIMEOUT_S):
+            _log.warning("writer busy at shutdown; leaving its connection to close with the process")
+            return
+        try:
             self._drop_connection()
+        finally:
+            self._lock.release()
 
     # --- writing -----------------------------------------------------------------------------------
 

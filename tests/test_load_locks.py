@@ -87,7 +87,7 @@ def test_an_oversized_key_fails_only_its_own_request_in_a_group(database_url: st
     # Queue everything before the writer thread runs, so they form one group.
     pipeline._intake_open = True
     pipeline._down_reason = None
-    futures = [pipeline.submit(b, "http") for b in (goods[:10] + [bad] + goods[10:])]
+    futures = [pipeline.submit(b, "http") for b in [*goods[:10], bad, *goods[10:]]]
     pipeline._intake_open = False
     pipeline.start()
     try:

@@ -24,6 +24,7 @@ from otel_chatbot.processor.auth import BearerAuth
 from otel_chatbot.processor.config import ConfigError, ProcessorConfig, split_address
 from otel_chatbot.processor.grpc_receiver import GrpcReceiver
 from otel_chatbot.processor.http_receiver import HttpReceiver, ReadyCheck
+from otel_chatbot.processor.inflight import InflightBytes
 from otel_chatbot.processor.metrics import ProcessorMetrics
 from otel_chatbot.processor.pipeline import Pipeline
 from otel_chatbot.processor.pricing import PriceTable
@@ -170,10 +171,12 @@ class Processor:
             port = int(server.server_address[1])
         self._metrics_address = (host, port)
 
+        inflight = InflightBytes(config.max_inflight_bytes)  # one budget for both receivers
         host, port = split_address("otlp_grpc", config.otlp_grpc)
         self._grpc = GrpcReceiver(host, port, self._pipeline, prices=prices, auth=auth,
                                   max_body_bytes=config.max_body_bytes, workers=config.grpc_workers,
-                                  redact=redact, reuse_port=self._reuse_port)
+                                  redact=redact, reuse_port=self._reuse_port, inflight=inflight,
+                                  max_concurrent_rpcs=config.grpc_max_concurrent_rpcs)
         with _listening("otlp_grpc", config.otlp_grpc):
             self._grpc.start()
         host, port = split_address("otlp_http", config.otlp_http)
@@ -181,7 +184,7 @@ class Processor:
                                   max_body_bytes=config.max_body_bytes, ready_check=self.readiness,
                                   turn_exists=self._api_pool.turn_exists, redact=redact,
                                   graceful_timeout=config.shutdown_timeout,
-                                  cors_origins=config.cors_origin_list,
+                                  cors_origins=config.cors_origin_list, inflight=inflight,
                                   extra_routes=[self._review_page()], reuse_port=self._reuse_port)
         with _listening("otlp_http", config.otlp_http):
             self._http.start()

@@ -56,7 +56,14 @@ from otel_chatbot.store.copyrows import (
     copy_spans,
     out_of_range_span,
 )
-from otel_chatbot.store.partitions import DAY_NS, create_partitions, day_of_ns, list_partitions
+from otel_chatbot.store.partitions import (
+    DAY_NS,
+    count_out_of_window,
+    create_partitions,
+    day_of_ns,
+    in_window,
+    list_partitions,
+)
 from otel_chatbot.store.parts import (
     PartDelta,
     PartKey,
@@ -146,12 +153,15 @@ class BatchWriter:
                 raise Unavailable("the writer is shut down")
             conn = self._connection()
             try:
-                return self._write_retrying(conn, batch)
+                result = self._write_retrying(conn, batch)
             except Exception as exc:
                 mapped = self._classify(exc)
                 if mapped is exc:
                     raise
                 raise mapped from exc
+            result.out_of_range_spans = count_out_of_window((s.start_ns for s in result.new_spans),
+                                                            time.time_ns())
+            return result
 
     def settle(self, until_ns: int | None = None) -> CommitResult:
         """Count the turns due by ``until_ns`` (default now): their first count or their new flags,
@@ -324,9 +334,11 @@ class BatchWriter:
 
     def _ensure_partitions(self, conn: psycopg.Connection[Any], spans: list[SpanRow],
                            turns: list[TurnRow]) -> None:
+        today = time.time_ns() // DAY_NS
         for table, days in (("spans", {s.start_ns // DAY_NS for s in spans}),
                             ("chat_turns", {t.start_ns // DAY_NS for t in turns})):
-            missing = days - self._known_days[table]
+            # Days outside the window get no table of their own: their rows go to the default partition.
+            missing = {d for d in days if in_window(d, today)} - self._known_days[table]
             if missing:
                 create_partitions(conn, table, [day_of_ns(d * DAY_NS) for d in missing])
                 self._known_days[table] |= missing

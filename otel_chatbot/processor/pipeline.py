@@ -8,7 +8,9 @@ Each submitter's future resolves only after its spans are committed.
 Refusals are immediate and retryable: ``QueueFull`` when the spans not yet committed would exceed
 ``queue_max_spans`` (memory stays bounded), ``Unavailable`` while the database is down (the writer
 thread reconnects with backoff; ``ready`` is False meanwhile) or after ``close_intake()``.
-A batch the database refuses (``PermanentError``) is retried alone so it fails only its own request;
+When a group fails (``PermanentError``, or ``Unavailable`` while the database still answers), its
+requests are committed one by one so only the one at fault fails; ``shutdown(timeout)`` keeps one
+deadline and cancels the write in progress at it (its requests get ``Unavailable``);
 any other exception is a bug: logged, and the group's requests fail with ``InternalError``.
 Errors are those of ``otel_chatbot.errors`` (the receivers map them to status codes).
 """

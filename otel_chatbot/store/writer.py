@@ -4,7 +4,7 @@ write() in four round trips (daily partitions are created before, in their own t
   1. COPY the spans straight into ``spans``. If some were already stored (a Collector retry), that
      COPY fails on the primary key: roll back, COPY into a TEMP staging table, then
      INSERT … ON CONFLICT DO NOTHING RETURNING to learn which spans are new.
-  2. Pipelined: advisory locks on the touched trace/turn ids (sorted: no deadlock between writers);
+  2. Pipelined: advisory locks on the slots of the touched trace/turn ids (sorted: no deadlock);
      add the new LLM spans' usage and the flags of this batch's spans to ``turn_parts`` (usage exactly
      once: only spans new in 1.; ``trace_usage`` is a view over it); probe the turns already stored
      for the traces of this batch's turns and parts; read the other parts the new turns need.

@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Protocol
 
 from otel_chatbot.errors import InternalError, PermanentError, QueueFull, RetryableError, Unavailable
@@ -84,6 +84,7 @@ class Pipeline:
         self._stopping = False
         self._down_reason: str | None = "not started"
         self._threads: list[threading.Thread] = []
+        self._in_progress: list[_Item] = []  # taken by a writer thread, not resolved yet
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -135,6 +136,11 @@ class Pipeline:
                 thread.join(min(0.05, max(0.0, deadline - time.monotonic())))
         if any(t.is_alive() for t in threads):
             _log.error("writer did not stop within %.1f s; failing what is left", timeout)
+            # Answer the requests of the write still running: if it commits after all, their retry
+            # is a no-op (writes are idempotent), so nothing is lost or stored twice.
+            with self._cond:
+                stuck = [item for item in self._in_progress if not item.future.done()]
+            self._resolve(stuck, None, Unavailable("the processor is shutting down", 1), count=False)
         else:
             _log.info("pipeline drained within %.1f s", timeout)
         self._fail_queued(Unavailable("the processor is shutting down", 1))
@@ -209,7 +215,14 @@ class Pipeline:
                 self._settle(writer)  # what the last writes left due
                 return
             if group:
-                self._commit(group, writer)
+                with self._cond:
+                    self._in_progress.extend(group)
+                try:
+                    self._commit(group, writer)
+                finally:
+                    with self._cond:
+                        for item in group:
+                            self._in_progress.remove(item)
             if time.monotonic() >= next_settle:
                 self._settle(writer)
                 next_settle = time.monotonic() + _SETTLE_EVERY_S
@@ -307,21 +320,30 @@ class Pipeline:
                 return
             self._commit([item], writer)
 
-    def _resolve(self, group: list[_Item], result: CommitResult | None, error: Exception | None) -> None:
-        with self._cond:
-            self._pending -= sum(item.size for item in group)
-            pending = self._pending
-        self._metrics.set_queue_depth(pending)
+    def _resolve(self, group: list[_Item], result: CommitResult | None, error: Exception | None,
+                 *, count: bool = True) -> None:
+        """Resolve the items' futures (those not resolved already); ``count=False``: the items stay
+        counted as pending (their write is still running and will resolve them again, as a no-op)."""
+        if count:
+            with self._cond:
+                self._pending -= sum(item.size for item in group)
+                pending = self._pending
+            self._metrics.set_queue_depth(pending)
         accepted: dict[str, int] = {}
         for item in group:
+            if item.future.done():  # answered at the shutdown deadline, or cancelled by its receiver
+                continue
             spans = len(item.batch.spans)
-            if error is None:
-                accepted[item.transport] = accepted.get(item.transport, 0) + spans
-                item.future.set_result(result)  # type: ignore[arg-type]  # not None without error
-            else:
-                reason = getattr(error, "reason", InternalError.reason)
-                self._metrics.spans_refused(spans, item.transport, reason)
-                item.future.set_exception(error)
+            try:
+                if error is None:
+                    item.future.set_result(result)  # type: ignore[arg-type]  # not None without error
+                    accepted[item.transport] = accepted.get(item.transport, 0) + spans
+                else:
+                    item.future.set_exception(error)
+                    reason = getattr(error, "reason", InternalError.reason)
+                    self._metrics.spans_refused(spans, item.transport, reason)
+            except InvalidStateError:
+                continue  # cancelled meanwhile (its client went away)
         for transport, n in accepted.items():
             self._metrics.spans_accepted(n, transport)
 

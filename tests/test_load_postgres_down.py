@@ -134,7 +134,7 @@ def _rate_phase(serve: Serve, threads: int,
 def test_overload_is_refused_with_retry_after_and_memory_stays_bounded(own_pg: EmbeddedPostgres) -> None:
     url = own_pg.url
     assert url is not None
-    serve = Serve(url, "--queue-max-spans", "2000", "--max-inflight-bytes", "2MiB")
+    serve = Serve(url, "--queue-max-spans", "800", "--max-inflight-bytes", "2MiB")
     serve.start()
     try:
         _offered, capacity, base, _ = _rate_phase(serve, threads=2, seconds=4.0)

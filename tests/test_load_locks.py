@@ -47,7 +47,6 @@ def test_sixteen_thousand_traces_commit_against_stock_lock_table(stock_pg_url: s
     finally:
         writer.shutdown()
     assert len(result.new_spans) == 16_000
-    assert len(result.new_turns) == 16_000
     with psycopg.connect(stock_pg_url) as conn:
         ids = set(traces)
         stored = {str(r[0]) for r in conn.execute("SELECT trace_id FROM chat_turns")} & ids

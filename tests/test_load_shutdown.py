@@ -72,6 +72,9 @@ class _UncancellableWriter:
         self.release.wait(10)
         return CommitResult(new_spans=list(batch.spans), span_count=len(batch.spans))
 
+    def settle(self, until_ns: int | None = None) -> CommitResult:
+        return CommitResult()
+
     def cancel(self) -> None:
         pass
 

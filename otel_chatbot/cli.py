@@ -49,6 +49,9 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("prices_file", "FILE", "JSON model price table overriding/extending the packaged one"),
     ("label_cap", "N", "distinct values per Prometheus label before folding into 'other' (default 50)"),
     ("grpc_workers", "N", "gRPC worker threads (default 16)"),
+    ("max_inflight_bytes", "SIZE", "request bodies held in memory at once, HTTP and gRPC together, "
+                                   "before refusing with 429/RESOURCE_EXHAUSTED (default 128MiB)"),
+    ("grpc_max_concurrent_rpcs", "N", "gRPC calls in progress or waiting at once (default 64)"),
     ("pending_feedback_max_age", "SECONDS",
      "how long feedback for a turn not stored yet waits for it before it expires (default 300)"),
     ("pending_feedback_max", "N", "most feedback events waiting for their turn at once (default 10000)"),

@@ -185,3 +185,4 @@ class CommitResult:
     parked_outcomes: int = 0  # outcomes naming a turn not stored yet (kept, attached when it comes)
     # turns whose escalation was stored for the first time: (service, source, reason)
     new_escalations: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    out_of_range_spans: int = 0  # spans of days outside the partition window (stored in the default one)

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -24,6 +25,7 @@ from otel_chatbot.processor.auth import BearerAuth
 from otel_chatbot.processor.config import ConfigError, ProcessorConfig, split_address
 from otel_chatbot.processor.grpc_receiver import GrpcReceiver
 from otel_chatbot.processor.http_receiver import HttpReceiver, ReadyCheck
+from otel_chatbot.processor.inflight import InflightBytes
 from otel_chatbot.processor.listeners import _listening, _tls_context
 from otel_chatbot.processor.metrics import ProcessorMetrics
 from otel_chatbot.processor.metrics_http import MetricsServer
@@ -242,10 +244,12 @@ class Processor:
             port = self._metrics_server.address[1]
         self._metrics_address = (host, port)
 
+        inflight = InflightBytes(config.max_inflight_bytes)  # one budget for both receivers
         host, port = split_address("otlp_grpc", config.otlp_grpc)
         self._grpc = GrpcReceiver(host, port, self._pipeline, prices=prices, auth=auth,
                                   max_body_bytes=config.max_body_bytes, workers=config.grpc_workers,
-                                  redact=redact, reuse_port=self._reuse_port, tls_files=tls_files)
+                                  redact=redact, reuse_port=self._reuse_port, tls_files=tls_files,
+                                  inflight=inflight, max_concurrent_rpcs=config.grpc_max_concurrent_rpcs)
         with _listening("otlp_grpc", config.otlp_grpc):
             self._grpc.start()
         self._step()
@@ -254,7 +258,7 @@ class Processor:
                                   max_body_bytes=config.max_body_bytes, ready_check=self.readiness,
                                   turn_exists=self._api_pool.turn_exists, redact=redact,
                                   graceful_timeout=config.shutdown_timeout,
-                                  cors_origins=config.cors_origin_list,
+                                  cors_origins=config.cors_origin_list, inflight=inflight,
                                   extra_routes=[self._review_page()], reuse_port=self._reuse_port,
                                   health_public=config.health_public, tls_files=tls_files)
         with _listening("otlp_http", config.otlp_http):
@@ -272,22 +276,25 @@ class Processor:
             self._stop(timeout)
 
     def _stop(self, timeout: float) -> None:
+        # One deadline for every stage (not ``timeout`` each in turn): SIGTERM is done within it.
+        left = _Deadline(timeout)
         pipeline, http, grpc_ = self._pipeline, self._http, self._grpc
         if pipeline is not None:
             pipeline.close_intake()
         if http is not None:
             http.stop_accepting()
-        grpc_stopped = grpc_.stop_accepting(timeout) if grpc_ is not None else None
+        grpc_stopped = grpc_.stop_accepting(left()) if grpc_ is not None else None
         if pipeline is not None:
-            pipeline.shutdown(timeout)  # commits what is queued, resolves the waiting requests
+            # Commits what is queued, resolves the waiting requests; keeps a little time for answering.
+            pipeline.shutdown(left() * 0.8)
         if http is not None:
-            http.shutdown(timeout)
+            http.shutdown(left())
         if grpc_stopped is not None:
-            grpc_stopped.wait(timeout)
+            grpc_stopped.wait(left())
         if grpc_ is not None:
             grpc_.shutdown(0)
         if self._judge is not None:
-            self._judge.shutdown(min(timeout, 5.0))
+            self._judge.shutdown(min(left(), 5.0))
         if self._metrics_server is not None:
             with contextlib.suppress(Exception):
                 self._metrics_server.shutdown()
@@ -338,6 +345,16 @@ class Processor:
         config = self.config
         auth = UiAuth(config.auth_token, config.ui_reviewer_password, config.ui_viewer_token)
         return ReviewPage(self._need(self._api_pool).connection, auth).mount()
+
+
+class _Deadline:
+    """Seconds left until a deadline set at creation (never negative)."""
+
+    def __init__(self, seconds: float) -> None:
+        self._at = time.monotonic() + seconds
+
+    def __call__(self) -> float:
+        return max(0.0, self._at - time.monotonic())
 
 
 def sweep_interval(max_age_s: float) -> float:

@@ -106,6 +106,12 @@ class ProcessorConfig:
     # Apply pending migrations at start; off when a separate `otel-chatbot migrate` job owns the schema.
     migrate: bool = True
     grpc_workers: int = 16
+    # Request bodies held in memory at once (received, inflated, being decoded) across HTTP and gRPC;
+    # beyond it requests are refused as retryable (429 / RESOURCE_EXHAUSTED with RetryInfo).
+    max_inflight_bytes: int = 128 * 1024**2
+    # gRPC calls in progress or waiting for a worker; beyond it grpcio itself answers RESOURCE_EXHAUSTED
+    # (without RetryInfo: keep it above the senders' concurrent exports).
+    grpc_max_concurrent_rpcs: int = 64
     # Feedback for a turn not stored yet (the app's exporter still holds it) waits at most this many
     # seconds, and at most this many events wait at once; beyond either it is dropped and counted in
     # otel_chatbot_feedback_expired_total{reason="age"|"cap"}.
@@ -190,6 +196,8 @@ class ProcessorConfig:
             raise ConfigError(f"workers: at most 64, got {self.workers}")
         _at_least("label_cap", self.label_cap, 1)
         _at_least("grpc_workers", self.grpc_workers, 1)
+        _at_least("max_inflight_bytes", self.max_inflight_bytes, 1024)
+        _at_least("grpc_max_concurrent_rpcs", self.grpc_max_concurrent_rpcs, 1)
         if not self.pending_feedback_max_age > 0:
             raise ConfigError(f"pending_feedback_max_age: expected a positive number of seconds, "
                               f"got {self.pending_feedback_max_age}")
@@ -339,7 +347,7 @@ def _coerce(key: str, value: object) -> object:
     if key in _OPTIONAL and value in (None, ""):
         return None
     if kind == "int":
-        return parse_size(key, value) if key == "max_body_bytes" else _int(key, value)
+        return parse_size(key, value) if key in ("max_body_bytes", "max_inflight_bytes") else _int(key, value)
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise ConfigError(f"{key}: expected a number, got {value!r}")

@@ -35,6 +35,7 @@ from otel_chatbot.processor.decode import (
     parse_traces,
     traces_response,
 )
+from otel_chatbot.processor.inflight import InflightBytes
 from otel_chatbot.processor.normalise import Redact, normalise_logs, normalise_traces
 from otel_chatbot.processor.pipeline import Pipeline
 from otel_chatbot.processor.pricing import PriceTable
@@ -54,9 +55,17 @@ def _identity(data: bytes) -> bytes:
 class _Handlers:
     """Shared checks of both services."""
 
-    def __init__(self, pipeline: Pipeline, auth: BearerAuth) -> None:
+    def __init__(self, pipeline: Pipeline, auth: BearerAuth, inflight: InflightBytes) -> None:
         self.pipeline = pipeline
         self.auth = auth
+        self.inflight = inflight
+
+    def hold(self, request: bytes, context: grpc.ServicerContext) -> int:
+        """Count the request in the in-flight budget (the caller releases it), or refuse it retryably."""
+        size = len(request)
+        if not self.inflight.try_acquire(size):
+            abort_retryable(context, self.inflight.refusal(size), 1, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        return size
 
     def check_auth(self, context: grpc.ServicerContext) -> None:
         if not self.auth.enabled:
@@ -77,16 +86,17 @@ class _Handlers:
             context.abort(grpc.StatusCode.INTERNAL, str(exc))
 
 
-def abort_retryable(context: grpc.ServicerContext, message: str, retry_after: int) -> NoReturn:
+def abort_retryable(context: grpc.ServicerContext, message: str, retry_after: int,
+                    code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> NoReturn:
     """UNAVAILABLE with a RetryInfo (the OTel exporters read the retryinfo-bin trailer, others the
     standard grpc-status-details-bin)."""
     retry = RetryInfo(retry_delay=Duration(seconds=retry_after))
     detail = AnyMessage()
     detail.Pack(retry)
-    status = Status(code=grpc.StatusCode.UNAVAILABLE.value[0], message=message, details=[detail])
+    status = Status(code=code.value[0], message=message, details=[detail])
     context.set_trailing_metadata((("google.rpc.retryinfo-bin", retry.SerializeToString()),
                                    ("grpc-status-details-bin", status.SerializeToString())))
-    context.abort(grpc.StatusCode.UNAVAILABLE, message)
+    context.abort(code, message)
     raise AssertionError("grpc context.abort() returned")  # it always raises
 
 
@@ -105,13 +115,17 @@ class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
 
     def Export(self, request: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
         self._h.check_auth(context)
+        held = self._h.hold(request, context)
         try:
-            batch = normalise_traces(parse_traces(request, PROTOBUF), self._prices, self._redact)
-        except DecodeError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except Exception as exc:
-            abort_internal(context, exc)
-        self._h.commit(batch, context)
+            try:
+                batch = normalise_traces(parse_traces(request, PROTOBUF), self._prices, self._redact)
+            except DecodeError as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except Exception as exc:
+                abort_internal(context, exc)
+            self._h.commit(batch, context)
+        finally:
+            self._h.inflight.release(held)
         return traces_response(batch.invalid_feedback, batch.invalid_outcomes)
 
 
@@ -122,13 +136,17 @@ class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
 
     def Export(self, request: bytes, context: grpc.ServicerContext) -> ExportLogsServiceResponse:
         self._h.check_auth(context)
+        held = self._h.hold(request, context)
         try:
-            batch = normalise_logs(parse_logs(request, PROTOBUF), self._redact)
-        except DecodeError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except Exception as exc:
-            abort_internal(context, exc)
-        self._h.commit(batch, context)
+            try:
+                batch = normalise_logs(parse_logs(request, PROTOBUF), self._redact)
+            except DecodeError as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except Exception as exc:
+                abort_internal(context, exc)
+            self._h.commit(batch, context)
+        finally:
+            self._h.inflight.release(held)
         return logs_response(batch.invalid_feedback, batch.invalid_outcomes)
 
 
@@ -142,10 +160,12 @@ class GrpcReceiver:
 
     def __init__(self, host: str, port: int, pipeline: Pipeline, *, prices: PriceTable, auth: BearerAuth,
                  max_body_bytes: int, workers: int = 16, redact: Redact | None = None,
-                 reuse_port: bool = False, tls_files: tuple[Path, Path] | None = None) -> None:
+                 reuse_port: bool = False, tls_files: tuple[Path, Path] | None = None,
+                 inflight: InflightBytes | None = None, max_concurrent_rpcs: int | None = None) -> None:
         self._bind = (host, port)
         self._reuse_port = reuse_port
-        self._handlers = _Handlers(pipeline, auth)
+        self._handlers = _Handlers(pipeline, auth, inflight or InflightBytes(8 * max_body_bytes))
+        self._max_concurrent_rpcs = max_concurrent_rpcs
         self._prices = prices
         self._redact = redact
         self._max = max_body_bytes
@@ -170,10 +190,11 @@ class GrpcReceiver:
                      # Worker processes share the port (serve --workers); one process holds it alone:
                      # grpcio's default SO_REUSEPORT would let a second processor bind the same port
                      # "successfully" and the kernel would split the traffic between the two.
-                     ("grpc.so_reuseport", 1 if self._reuse_port else 0)])
-        # No maximum_concurrent_rpcs: grpcio would answer RESOURCE_EXHAUSTED without RetryInfo, which
-        # the Collector treats as permanent (data loss). Concurrency is bounded by the clients' own
-        # exporters; the pipeline's queue bounds what is decoded and held.
+                     ("grpc.so_reuseport", 1 if self._reuse_port else 0)],
+            # Bounds the messages grpcio holds for calls waiting for a worker. Its refusal carries no
+            # RetryInfo (the Collector takes it as permanent), so the limit sits well above the workers
+            # and the in-flight byte budget, which refuses with RetryInfo, normally acts first.
+            maximum_concurrent_rpcs=self._max_concurrent_rpcs)
         traces = TraceService(self._handlers, self._prices, self._redact)
         logs = LogsService(self._handlers, self._redact)
         server.add_generic_rpc_handlers((

@@ -45,6 +45,7 @@ from otel_chatbot.processor.decode import (
     parse_traces,
     traces_response,
 )
+from otel_chatbot.processor.inflight import InflightBytes
 from otel_chatbot.processor.normalise import Redact, normalise_logs, normalise_traces
 from otel_chatbot.processor.outcomes_api import OutcomeRequestError, outcome_row
 from otel_chatbot.processor.pipeline import Pipeline
@@ -124,9 +125,11 @@ class HttpReceiver:
                  turn_exists: TurnExists, redact: Redact | None = None,
                  graceful_timeout: float = 30.0, cors_origins: Sequence[str] = (),
                  extra_routes: Sequence[BaseRoute] = (), reuse_port: bool = False,
-                 health_public: bool = True, tls_files: tuple[Path, Path] | None = None) -> None:
+                 health_public: bool = True, tls_files: tuple[Path, Path] | None = None,
+                 inflight: InflightBytes | None = None) -> None:
         self._bind = (host, port)
         self._reuse_port = reuse_port
+        self._inflight = inflight or InflightBytes(8 * max_body_bytes)
         self._pipeline = pipeline
         self._prices = prices
         self._auth = auth
@@ -199,14 +202,16 @@ class HttpReceiver:
         thread.join(timeout)
         if thread.is_alive():
             server.force_exit = True
-            thread.join(5)
+            thread.join(min(timeout, 1.0))
 
     # --- auth and body ---------------------------------------------------------------------------
     def _check_auth(self, request: Request) -> None:
         if not self._auth.check(request.headers.get("authorization")):
             raise HttpError(401, _UNAUTHORISED)
 
-    async def _body(self, request: Request) -> bytes:
+    async def _body(self, request: Request, held: list[int] | None = None) -> bytes:
+        """The (inflated) body. With ``held``, its bytes are counted in the in-flight budget as they
+        arrive (429 beyond it) and added to ``held[0]``, which the caller releases."""
         length = request.headers.get("content-length")
         if length is not None:
             if not length.isdigit():
@@ -214,15 +219,35 @@ class HttpReceiver:
             if int(length) > self._max:
                 raise HttpError(413, f"body of {length} bytes exceeds the limit of {self._max} bytes",
                                 _RESOURCE_EXHAUSTED)
+            if held is not None and not self._inflight.try_acquire(int(length)):
+                async for _chunk in request.stream():
+                    pass  # read and drop it (nothing held), so the client gets the answer, not a reset
+                raise HttpError(429, self._inflight.refusal(int(length)), _RESOURCE_EXHAUSTED, 1)
+            if held is not None:
+                held[0] += int(length)
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > self._max:  # chunked uploads have no Content-Length: count while reading
                 raise HttpError(413, f"body exceeds the limit of {self._max} bytes", _RESOURCE_EXHAUSTED)
+            if held is not None and length is None:
+                self._hold(held, len(chunk))
             chunks.append(chunk)
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return decompress(body, request.headers.get("content-encoding", ""), self._max)
+        encoding = request.headers.get("content-encoding", "")
+        if encoding.strip().lower() in ("", "identity"):
+            return body
+        # Off the event loop: inflating 32 MiB takes long enough to stall /healthz and every other request.
+        inflated = await asyncio.to_thread(decompress, body, encoding, self._max)
+        if held is not None:
+            self._hold(held, len(inflated))
+        return inflated
+
+    def _hold(self, held: list[int], n: int) -> None:
+        if not self._inflight.try_acquire(n):
+            raise HttpError(429, self._inflight.refusal(n), _RESOURCE_EXHAUSTED, 1)
+        held[0] += n
 
     async def _commit(self, batch: NormalisedBatch) -> None:
         try:
@@ -241,9 +266,20 @@ class HttpReceiver:
                        decode: Callable[[bytes, str], NormalisedBatch]) -> NormalisedBatch:
         """Auth, bounded body, decode (415/400 on bad input), then wait for the commit."""
         self._check_auth(request)
-        body = await self._body(request)
+        held = [0]  # bytes of this request counted in the in-flight budget, released when answered
         try:
-            batch = decode(body, content_type)
+            return await self._decode_and_commit(request, content_type, decode, held)
+        finally:
+            self._inflight.release(held[0])
+
+    async def _decode_and_commit(self, request: Request, content_type: str,
+                                 decode: Callable[[bytes, str], NormalisedBatch],
+                                 held: list[int]) -> NormalisedBatch:
+        body = await self._body(request, held)
+        try:
+            # In a worker thread: decoding a large request takes seconds of CPU, which on the event loop
+            # would hold up /healthz, /readyz and every other connection for as long.
+            batch = await asyncio.to_thread(decode, body, content_type)
         except UnsupportedContentType as exc:
             raise HttpError(415, str(exc)) from None
         except DecodeError as exc:

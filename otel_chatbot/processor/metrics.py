@@ -152,6 +152,10 @@ class ProcessorMetrics:
                                   "Spans stored for the first time.", registry=r)
         self._duplicates = Counter("otel_chatbot_spans_duplicate_total",
                                    "Spans received again (Collector retries), not stored twice.", registry=r)
+        self._out_of_range = Counter(
+            "otel_chatbot_spans_out_of_range_total",
+            "Spans whose start lies outside the daily partition window (today - 31 days .. tomorrow), "
+            "stored in the default partition.", registry=r)
         self._judge_dropped = Counter("otel_chatbot_judge_dropped_total",
                                       "Turns sampled for the online judge but dropped: its queue was full.",
                                       registry=r)
@@ -295,6 +299,8 @@ class ProcessorMetrics:
             self._committed.inc(len(result.new_spans))
         if result.duplicate_spans:
             self._duplicates.inc(result.duplicate_spans)
+        if result.out_of_range_spans:
+            self._out_of_range.inc(result.out_of_range_spans)
         if result.parked_feedback:
             self._feedback_pending.inc(result.parked_feedback)
         if result.expired_feedback:

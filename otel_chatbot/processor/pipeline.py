@@ -8,7 +8,9 @@ Each submitter's future resolves only after its spans are committed.
 Refusals are immediate and retryable: ``QueueFull`` when the spans not yet committed would exceed
 ``queue_max_spans`` (memory stays bounded), ``Unavailable`` while the database is down (the writer
 thread reconnects with backoff; ``ready`` is False meanwhile) or after ``close_intake()``.
-A batch the database refuses (``PermanentError``) is retried alone so it fails only its own request;
+When a group fails (``PermanentError``, or ``Unavailable`` while the database still answers), its
+requests are committed one by one so only the one at fault fails; ``shutdown(timeout)`` keeps one
+deadline and cancels the write in progress at it (its requests get ``Unavailable``);
 any other exception is a bug: logged, and the group's requests fail with ``InternalError``.
 Errors are those of ``otel_chatbot.errors`` (the receivers map them to status codes).
 """
@@ -20,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Protocol
 
 from otel_chatbot.errors import InternalError, PermanentError, QueueFull, RetryableError, Unavailable
@@ -32,12 +34,14 @@ _BACKOFF_MIN_S = 0.1
 _BACKOFF_MAX_S = 5.0
 # How often each writer thread hands settled turns to the metrics (BatchWriter.settle), busy or idle.
 _SETTLE_EVERY_S = 1.0
+_CANCEL_MARGIN_S = 0.5  # before the shutdown deadline: time for a cancelled write to return
 
 
 class Writer(Protocol):
     def start(self) -> None: ...
     def write(self, batch: NormalisedBatch) -> CommitResult: ...
     def settle(self, until_ns: int | None = None) -> CommitResult: ...
+    def cancel(self) -> None: ...
     def shutdown(self) -> None: ...
 
 
@@ -80,6 +84,7 @@ class Pipeline:
         self._stopping = False
         self._down_reason: str | None = "not started"
         self._threads: list[threading.Thread] = []
+        self._in_progress: list[_Item] = []  # taken by a writer thread, not resolved yet
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -118,11 +123,26 @@ class Pipeline:
             self._stopping = True
             threads, self._threads = self._threads, []
             self._cond.notify_all()
+        # One deadline for the whole drain. Near it, a write still in progress is cancelled (its
+        # requests get 503 and are retried by their clients), so shutdown never outlives ``timeout``.
         deadline = time.monotonic() + timeout
+        cancel_at = deadline - min(_CANCEL_MARGIN_S, timeout / 4)
         for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                _log.error("writer did not drain within %.0f s; failing what is left", timeout)
+            thread.join(max(0.0, cancel_at - time.monotonic()))
+        while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+            for writer in self._writers:
+                writer.cancel()
+            for thread in threads:
+                thread.join(min(0.05, max(0.0, deadline - time.monotonic())))
+        if any(t.is_alive() for t in threads):
+            _log.error("writer did not stop within %.1f s; failing what is left", timeout)
+            # Answer the requests of the write still running: if it commits after all, their retry
+            # is a no-op (writes are idempotent), so nothing is lost or stored twice.
+            with self._cond:
+                stuck = [item for item in self._in_progress if not item.future.done()]
+            self._resolve(stuck, None, Unavailable("the processor is shutting down", 1), count=False)
+        else:
+            _log.info("pipeline drained within %.1f s", timeout)
         self._fail_queued(Unavailable("the processor is shutting down", 1))
         for writer in self._writers:
             writer.shutdown()
@@ -195,7 +215,14 @@ class Pipeline:
                 self._settle(writer)  # what the last writes left due
                 return
             if group:
-                self._commit(group, writer)
+                with self._cond:
+                    self._in_progress.extend(group)
+                try:
+                    self._commit(group, writer)
+                finally:
+                    with self._cond:
+                        for item in group:
+                            self._in_progress.remove(item)
             if time.monotonic() >= next_settle:
                 self._settle(writer)
                 next_settle = time.monotonic() + _SETTLE_EVERY_S
@@ -228,6 +255,12 @@ class Pipeline:
             result = writer.write(batch)
         except Unavailable as exc:
             self._metrics.database_error()
+            if len(group) > 1 and not self._stopping:
+                # It may be this group's size or one request's data (not the database): commit each
+                # request alone so the others still succeed; the first one failing alike marks it down.
+                _log.warning("group of %d requests failed (%s); committing them one by one", len(group), exc)
+                self._commit_one_by_one(group, writer)
+                return
             _log.warning("database unavailable: %s", exc)
             with self._cond:
                 self._down_reason = str(exc)
@@ -238,9 +271,7 @@ class Pipeline:
         except PermanentError as exc:
             self._metrics.database_error()
             if len(group) > 1:
-                # Find the culprit: commit each request alone so the others still succeed.
-                for item in group:
-                    self._commit([item], writer)
+                self._commit_one_by_one(group, writer)  # find the culprit; the others still succeed
                 return
             _log.warning("database rejected a batch: %s", exc)
             self._resolve(group, None, exc)
@@ -282,21 +313,37 @@ class Pipeline:
             except Exception:
                 _log.exception("on_commit failed")
 
-    def _resolve(self, group: list[_Item], result: CommitResult | None, error: Exception | None) -> None:
-        with self._cond:
-            self._pending -= sum(item.size for item in group)
-            pending = self._pending
-        self._metrics.set_queue_depth(pending)
+    def _commit_one_by_one(self, group: list[_Item], writer: Writer) -> None:
+        for i, item in enumerate(group):
+            if self._down_reason is not None:  # the database went down meanwhile: no point trying each
+                self._resolve(group[i:], None, Unavailable(f"database unavailable: {self._down_reason}", 5))
+                return
+            self._commit([item], writer)
+
+    def _resolve(self, group: list[_Item], result: CommitResult | None, error: Exception | None,
+                 *, count: bool = True) -> None:
+        """Resolve the items' futures (those not resolved already); ``count=False``: the items stay
+        counted as pending (their write is still running and will resolve them again, as a no-op)."""
+        if count:
+            with self._cond:
+                self._pending -= sum(item.size for item in group)
+                pending = self._pending
+            self._metrics.set_queue_depth(pending)
         accepted: dict[str, int] = {}
         for item in group:
+            if item.future.done():  # answered at the shutdown deadline, or cancelled by its receiver
+                continue
             spans = len(item.batch.spans)
-            if error is None:
-                accepted[item.transport] = accepted.get(item.transport, 0) + spans
-                item.future.set_result(result)  # type: ignore[arg-type]  # not None without error
-            else:
-                reason = getattr(error, "reason", InternalError.reason)
-                self._metrics.spans_refused(spans, item.transport, reason)
-                item.future.set_exception(error)
+            try:
+                if error is None:
+                    item.future.set_result(result)  # type: ignore[arg-type]  # not None without error
+                    accepted[item.transport] = accepted.get(item.transport, 0) + spans
+                else:
+                    item.future.set_exception(error)
+                    reason = getattr(error, "reason", InternalError.reason)
+                    self._metrics.spans_refused(spans, item.transport, reason)
+            except InvalidStateError:
+                continue  # cancelled meanwhile (its client went away)
         for transport, n in accepted.items():
             self._metrics.spans_accepted(n, transport)
 

@@ -50,8 +50,8 @@ def add_parser(commands: Any, add_database: Callable[[argparse.ArgumentParser], 
     add_database(p)
     p.add_argument("--since", default=None, metavar="WHEN",
                    help="turns started at or after WHEN: a duration back from now (30m, 24h, 7d), an ISO "
-                        f"timestamp, or 'all' (default {DEFAULT_DAYS:g} days back from --until; a window reads "
-                        "a few daily partitions, 'all' the whole history)")
+                        f"timestamp, or 'all' (default {DEFAULT_DAYS:g} days back from --until; a window "
+                        "reads a few daily partitions, 'all' the whole history)")
     p.add_argument("--until", default=None, metavar="WHEN", help="turns started before WHEN (default now)")
     p.add_argument("--service", action="append", metavar="NAME", help="only this service (repeatable)")
     p.add_argument("--source", action="append", metavar="CHANNEL",

@@ -16,11 +16,30 @@ import psycopg
 from psycopg import errors, sql
 
 PARTITIONED_TABLES = ("spans", "chat_turns")
+PARTITION_KEYS = {"spans": "start_time", "chat_turns": "started_at"}
+# Days with a daily partition of their own: [today - PAST_DAYS, today + FUTURE_DAYS]; rows of other
+# days (clock skew, replays, hostile timestamps) go to ``<table>_default`` (migration 0013).
+WINDOW_PAST_DAYS = 31
+WINDOW_FUTURE_DAYS = 1
 DAY_NS = 86_400 * 1_000_000_000
 _EPOCH_DAY = date(1970, 1, 1)
 _LOCK_CLASS = 0x6F74656C
 _LOCK_PARTITIONS = 0x70617274
 _NAME_RE = re.compile(r"^(?P<table>[a-z_]+)_p(?P<day>\d{8})$")
+
+
+def default_partition(table: str) -> str:
+    return f"{table}_default"
+
+
+def in_window(day_number: int, today_number: int) -> bool:
+    """Whether the day (days since the epoch) gets a daily partition of its own."""
+    return today_number - WINDOW_PAST_DAYS <= day_number <= today_number + WINDOW_FUTURE_DAYS
+
+
+def count_out_of_window(times_ns: Iterable[int], now_ns: int) -> int:
+    today = now_ns // DAY_NS
+    return sum(1 for t in times_ns if not in_window(t // DAY_NS, today))
 
 
 def day_of_ns(time_ns: int) -> date:
@@ -78,7 +97,26 @@ def create_partitions(conn: psycopg.Connection[tuple[object, ...]], table: str, 
         try:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, _LOCK_PARTITIONS))
+                moved = _take_from_default(conn, table, lower, upper)
                 conn.execute(statement)
+                if moved:
+                    conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM _moved_rows")
+                                 .format(sql.Identifier(table)))
         except (errors.DuplicateTable, errors.UniqueViolation):
             # Another process created it between our check and our CREATE (catalog race).
             pass
+
+
+def _take_from_default(conn: psycopg.Connection[tuple[object, ...]], table: str, lower: datetime,
+                       upper: datetime) -> int:
+    """Move the default partition's rows of [lower, upper) into a temporary table (the new partition
+    could not be attached while they are there); the caller inserts them back through the parent."""
+    default = default_partition(table)
+    if conn.execute("SELECT to_regclass(%s)", (default,)).fetchone() in (None, (None,)):
+        return 0
+    key = sql.Identifier(PARTITION_KEYS[table])
+    cur = conn.execute(sql.SQL(
+        "CREATE TEMP TABLE _moved_rows ON COMMIT DROP AS "
+        "WITH moved AS (DELETE FROM {} WHERE {} >= {} AND {} < {} RETURNING *) SELECT * FROM moved"
+    ).format(sql.Identifier(default), key, sql.Literal(lower), key, sql.Literal(upper)))
+    return cur.rowcount

@@ -7,7 +7,13 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import sql
 
-from otel_chatbot.store.partitions import PARTITIONED_TABLES, list_partitions, partition_bounds
+from otel_chatbot.store.partitions import (
+    PARTITION_KEYS,
+    PARTITIONED_TABLES,
+    default_partition,
+    list_partitions,
+    partition_bounds,
+)
 
 
 def purge_older_than(url: str, days: int, *, now: datetime | None = None) -> list[str]:
@@ -31,6 +37,10 @@ def purge_older_than(url: str, days: int, *, now: datetime | None = None) -> lis
                     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
                     dropped.append(name)
                     dropped_until = max(dropped_until or day_end, day_end)
+            # Rows of far-off days live in the default partition: deleted, not dropped.
+            key = sql.Identifier(PARTITION_KEYS[table])
+            conn.execute(sql.SQL("DELETE FROM {} WHERE {} < %s").format(
+                sql.Identifier(default_partition(table)), key), (cutoff,))
         if dropped_until is not None:
             conn.execute("DELETE FROM turn_parts WHERE last_span_at < %s", (dropped_until,))
     return dropped

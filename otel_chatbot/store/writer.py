@@ -4,7 +4,7 @@ write() in four round trips (daily partitions are created before, in their own t
   1. COPY the spans straight into ``spans``. If some were already stored (a Collector retry), that
      COPY fails on the primary key: roll back, COPY into a TEMP staging table, then
      INSERT … ON CONFLICT DO NOTHING RETURNING to learn which spans are new.
-  2. Pipelined: advisory locks on the touched trace/turn ids (sorted: no deadlock between writers);
+  2. Pipelined: advisory locks on the slots of the touched trace/turn ids (sorted: no deadlock);
      add the new LLM spans' usage and the flags of this batch's spans to ``turn_parts`` (usage exactly
      once: only spans new in 1.; ``trace_usage`` is a view over it); probe the turns already stored
      for the traces of this batch's turns and parts; read the other parts the new turns need.
@@ -56,7 +56,14 @@ from otel_chatbot.store.copyrows import (
     copy_spans,
     out_of_range_span,
 )
-from otel_chatbot.store.partitions import DAY_NS, create_partitions, day_of_ns, list_partitions
+from otel_chatbot.store.partitions import (
+    DAY_NS,
+    count_out_of_window,
+    create_partitions,
+    day_of_ns,
+    in_window,
+    list_partitions,
+)
 from otel_chatbot.store.parts import (
     PartDelta,
     PartKey,
@@ -79,10 +86,18 @@ _LOCK_CLASS = 0x6F746964  # advisory lock namespace of trace/turn ids ("otid")
 # Turns counted per settle statement (a settle runs as many as are due). Small enough that the planner
 # finds each row by its address rather than hashing the whole partition to join them back.
 _SETTLE_LIMIT = 500
+_CANCEL_TIMEOUT_S = 1.0
+
+
+# Trace/turn ids hash into this many advisory-lock slots, so one transaction holds at most this many
+# locks whatever the batch size: one lock per id exhausted a stock lock table (64 per transaction x
+# connections) at ~8,000 traces and failed the batch on every retry. Writers serialise only on
+# shared slots; sorted slot order keeps them deadlock-free.
+LOCK_SLOTS = 1024
 
 
 def _lock_key(value: str) -> int:
-    return zlib.crc32(value.encode()) - 0x8000_0000  # fits int4
+    return zlib.crc32(value.encode()) % LOCK_SLOTS
 
 
 class BatchWriter:
@@ -111,10 +126,24 @@ class BatchWriter:
             self._closed = False
             self._connection()
 
+    def cancel(self) -> None:
+        """Cancel the statement in progress, from another thread (shutdown at its deadline): that
+        write() fails with Unavailable and its transaction rolls back. A no-op when idle."""
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                conn.cancel_safe(timeout=_CANCEL_TIMEOUT_S)
+
     def shutdown(self) -> None:
-        with self._lock:
-            self._closed = True
+        self._closed = True
+        # Never wait long for a write in progress (shutdown has a deadline): cancel() it first.
+        if not self._lock.acquire(timeout=_CANCEL_TIMEOUT_S):
+            _log.warning("writer busy at shutdown; leaving its connection to close with the process")
+            return
+        try:
             self._drop_connection()
+        finally:
+            self._lock.release()
 
     # --- writing -----------------------------------------------------------------------------------
 
@@ -124,12 +153,15 @@ class BatchWriter:
                 raise Unavailable("the writer is shut down")
             conn = self._connection()
             try:
-                return self._write_retrying(conn, batch)
+                result = self._write_retrying(conn, batch)
             except Exception as exc:
                 mapped = self._classify(exc)
                 if mapped is exc:
                     raise
                 raise mapped from exc
+            result.out_of_range_spans = count_out_of_window((s.start_ns for s in result.new_spans),
+                                                            time.time_ns())
+            return result
 
     def settle(self, until_ns: int | None = None) -> CommitResult:
         """Count the turns due by ``until_ns`` (default now): their first count or their new flags,
@@ -302,9 +334,11 @@ class BatchWriter:
 
     def _ensure_partitions(self, conn: psycopg.Connection[Any], spans: list[SpanRow],
                            turns: list[TurnRow]) -> None:
+        today = time.time_ns() // DAY_NS
         for table, days in (("spans", {s.start_ns // DAY_NS for s in spans}),
                             ("chat_turns", {t.start_ns // DAY_NS for t in turns})):
-            missing = days - self._known_days[table]
+            # Days outside the window get no table of their own: their rows go to the default partition.
+            missing = {d for d in days if in_window(d, today)} - self._known_days[table]
             if missing:
                 create_partitions(conn, table, [day_of_ns(d * DAY_NS) for d in missing])
                 self._known_days[table] |= missing
@@ -358,6 +392,9 @@ class BatchWriter:
         Anything else (a Python exception, SQL the server cannot parse or plan) is a bug of ours and is
         returned unchanged: the pipeline reports it as an internal error, not as the client's fault."""
         self._rollback()
+        if isinstance(exc, errors.ProgramLimitExceeded):
+            # e.g. a key longer than an index row can hold: this data fails every time.
+            return PermanentError(f"the database refused the batch: {exc}")
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | psycopg.InternalError):
             # Lost connection, shutdown, deadlock, serialization failure, disk full, read-only replica…
             return Unavailable(f"database unavailable: {exc}")

@@ -74,19 +74,10 @@ _FOREIGN_GATE: Final = gate(
     "rue avenue av boulevard bd place chemin allée allee impasse quai route cours passage calle c avenida "
     "avda plaza paseo camino carrera ronda travesía carretera"
 )
-# German street names are compounds ("Hauptstraße"): looked for as parts of words.
-_GERMAN_PARTS: Final = (
-    "stra",
-    "str.",
-    "weg ",
-    "allee",
-    "platz",
-    "gasse",
-    "ring ",
-    "damm",
-    "ufer",
-    "chaussee",
-)
+# German street names are compounds ("Hauptstraße", "Gartenweg"): their endings are looked for as
+# byte strings in the UTF-8 text ("str" covers -straße, -strasse and -str.), a substring search each.
+_GERMAN_PARTS: Final = tuple(part.encode() for part in (
+    "str", "weg", "allee", "platz", "gasse", "ring ", "damm", "ufer", "chaussee"))
 
 
 def addresses(view: TextView) -> list[Found]:
@@ -105,7 +96,10 @@ def addresses(view: TextView) -> list[Found]:
     if words & _FOREIGN_GATE:
         for pattern in (_FRENCH_RE, _SPANISH_RE):
             found.extend(Found(m.start(), m.end(), "ADDRESS") for m in pattern.finditer(text))
-    lowered = text.lower()
-    if any(part in lowered for part in _GERMAN_PARTS):
+    if _has_german_street(view.raw):
         found.extend(Found(m.start(), m.end(), "ADDRESS") for m in _GERMAN_RE.finditer(text))
     return found
+
+
+def _has_german_street(raw: bytes) -> bool:
+    return any(part in raw for part in _GERMAN_PARTS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import psycopg
 from store_factories import NOW_NS, US, feedback, rows, trace_id, turn
 
 from otel_chatbot.records import CommitResult, NormalisedBatch
@@ -149,3 +150,27 @@ def test_a_rating_and_its_turn_committed_at_once_by_two_writers_meet_exactly_onc
     assert parked == attached  # each parked rating was attached by its turn's write, no other
     assert rows(database_url, "SELECT count(*) FROM pending_feedback") == [(0,)]
     assert rows(database_url, "SELECT count(*) FROM feedback WHERE service = 'shop-bot'") == [(pairs,)]
+
+
+def test_sweeper_expires_pending_outcomes_whose_turn_never_came(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("""
+            INSERT INTO outcomes (session_id, turn_id, kind, value, origin, recorded_at, pending) VALUES
+              (NULL, 'gone-turn', 'conversion', 10, 'api', now() - interval '1 hour', true),
+              (NULL, 'soon-turn', 'csat', 4, 'api', now(), true),
+              ('s-1', NULL, 'conversion', 5, 'api', now() - interval '1 hour', false)""")
+    pool = ApiPool(database_url, max_size=1)
+    pool.start()
+    expired: list[int] = []
+    try:
+        sweeper = PendingFeedbackSweeper(pool.connection, max_age_s=60, max_rows=100, interval_s=60,
+                                         on_expired=lambda reason, n: None,
+                                         on_outcomes_expired=expired.append)
+        assert sweeper.sweep() == {"age": 0, "cap": 0}
+        assert expired == [1]
+        # Only the hour-old pending one goes; the recent pending one and the stored one stay.
+        assert rows(database_url, "SELECT turn_id, pending FROM outcomes ORDER BY id") == [
+            ("soon-turn", True), (None, False)]
+        assert sweeper.sweep() == {"age": 0, "cap": 0} and expired == [1]
+    finally:
+        pool.shutdown()

@@ -225,7 +225,7 @@ class Processor:
         self._sweeper = PendingFeedbackSweeper(
             self._api_pool.connection, max_age_s=config.pending_feedback_max_age,
             max_rows=config.pending_feedback_max, interval_s=sweep_interval(config.pending_feedback_max_age),
-            on_expired=self.metrics.feedback_expired)
+            on_expired=self.metrics.feedback_expired, on_outcomes_expired=self.metrics.outcomes_expired)
         self._sweeper.start()
         self._judge = _online_judge(config, self._url, self.metrics, prices)
         self._pipeline = Pipeline(writers, self.metrics,

@@ -172,6 +172,10 @@ class ProcessorMetrics:
         self._outcomes_pending = Counter(
             "otel_chatbot_outcomes_pending_total",
             "Outcomes that named a turn not stored yet: kept, counted when the turn arrives.", registry=r)
+        self._outcomes_expired = Counter(
+            "otel_chatbot_outcomes_expired_total",
+            "Pending outcomes dropped: the turn they named did not arrive within pending_feedback_max_age.",
+            registry=r)
         for reason in FEEDBACK_EXPIRY_REASONS:
             self._feedback_expired.labels(reason)
         # Every label set exists at 0 from the start, so increase() sees a first burst of refusals.
@@ -365,6 +369,10 @@ class ProcessorMetrics:
 
     def database_error(self) -> None:
         self._db_errors.inc()
+
+    def outcomes_expired(self, n: int) -> None:
+        """``n`` pending outcomes deleted by the sweeper (their turn never arrived)."""
+        self._outcomes_expired.inc(n)
 
     def feedback_expired(self, reason: str, n: int) -> None:
         """``n`` pending feedback events deleted by the sweeper (``reason``: age or cap)."""

@@ -150,15 +150,23 @@ Connect = Callable[[], Any]  # a context manager yielding an autocommit psycopg 
 OnExpired = Callable[[str, int], None]  # (reason, count)
 
 
+# Outcomes that named a turn not stored yet and waited longer than %s seconds since they happened:
+# their turn will not come (same age limit as feedback).
+EXPIRE_OLD_OUTCOMES = """
+DELETE FROM outcomes WHERE pending AND recorded_at < now() - %s * interval '1 second' RETURNING id"""
+
+
 class PendingFeedbackSweeper:
-    """Deletes pending feedback older than ``max_age_s`` every ``interval_s`` and reports the count.
+    """Deletes pending feedback (and pending outcomes) older than ``max_age_s`` every ``interval_s``
+    and reports the counts (outcomes to ``on_outcomes_expired``).
 
     Several replicas may sweep one database: a DELETE … RETURNING hands each row to one of them.
     """
 
     def __init__(self, connect: Connect, *, max_age_s: float, max_rows: int, interval_s: float,
-                 on_expired: OnExpired) -> None:
+                 on_expired: OnExpired, on_outcomes_expired: Callable[[int], None] | None = None) -> None:
         self._connect = connect
+        self._on_outcomes_expired = on_outcomes_expired
         self._max_age_s = max_age_s
         self._max_rows = max_rows
         self._interval_s = interval_s
@@ -185,6 +193,9 @@ class PendingFeedbackSweeper:
         with self._connect() as conn:
             old = len(conn.execute(EXPIRE_OLD, (self._max_age_s,)).fetchall())
             over = len(conn.execute(EXPIRE_OVER_CAP, (self._max_rows,)).fetchall())
+            outcomes = len(conn.execute(EXPIRE_OLD_OUTCOMES, (self._max_age_s,)).fetchall())
+        if outcomes and self._on_outcomes_expired is not None:
+            self._on_outcomes_expired(outcomes)
         counts = {AGE: old, CAP: over}
         for reason, n in counts.items():
             if n:

@@ -75,6 +75,23 @@ class _Handlers:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token "
                           "(metadata authorization: Bearer <token>)")
 
+    def receive(self, request: bytes, context: grpc.ServicerContext,
+                decode: Callable[[], NormalisedBatch]) -> NormalisedBatch:
+        """One Export call: auth, in-flight budget, ``decode`` (400 / 500 on failure), commit."""
+        self.check_auth(context)
+        held = self.hold(request, context)
+        try:
+            try:
+                batch = decode()
+            except DecodeError as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except Exception as exc:
+                abort_internal(context, exc)
+            self.commit(batch, context)
+        finally:
+            self.inflight.release(held)
+        return batch
+
     def commit(self, batch: NormalisedBatch, context: grpc.ServicerContext) -> None:
         try:
             self.pipeline.submit(batch, _TRANSPORT).result()
@@ -114,18 +131,8 @@ class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         self._redact = redact
 
     def Export(self, request: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
-        self._h.check_auth(context)
-        held = self._h.hold(request, context)
-        try:
-            try:
-                batch = normalise_traces(parse_traces(request, PROTOBUF), self._prices, self._redact)
-            except DecodeError as exc:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            except Exception as exc:
-                abort_internal(context, exc)
-            self._h.commit(batch, context)
-        finally:
-            self._h.inflight.release(held)
+        batch = self._h.receive(request, context, lambda: normalise_traces(
+            parse_traces(request, PROTOBUF), self._prices, self._redact))
         return traces_response(batch.invalid_feedback, batch.invalid_outcomes)
 
 
@@ -135,18 +142,8 @@ class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
         self._redact = redact
 
     def Export(self, request: bytes, context: grpc.ServicerContext) -> ExportLogsServiceResponse:
-        self._h.check_auth(context)
-        held = self._h.hold(request, context)
-        try:
-            try:
-                batch = normalise_logs(parse_logs(request, PROTOBUF), self._redact)
-            except DecodeError as exc:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            except Exception as exc:
-                abort_internal(context, exc)
-            self._h.commit(batch, context)
-        finally:
-            self._h.inflight.release(held)
+        batch = self._h.receive(request, context, lambda: normalise_logs(
+            parse_logs(request, PROTOBUF), self._redact))
         return logs_response(batch.invalid_feedback, batch.invalid_outcomes)
 
 

@@ -53,7 +53,12 @@ def test_embedded_postgres_as_an_unprivileged_user() -> None:
 
 
 def _run_as_nobody(setpriv: str, home: Path) -> None:
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "PYTHONPATH": str(Path(__file__).parents[1])}
+    # The checkout may sit under a directory only root can enter (a clone in a mktemp directory, a
+    # root home): give the user its own copy of the package instead of the checkout's path.
+    source = home / "src"
+    shutil.copytree(Path(__file__).parents[1] / "otel_chatbot", source / "otel_chatbot",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "PYTHONPATH": str(source)}
     result = subprocess.run(
         [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", SCRIPT,
          str(home / "pg")],

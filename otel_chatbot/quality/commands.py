@@ -121,6 +121,10 @@ def add_parsers(commands: Any, formatter: type[argparse.HelpFormatter], add_data
                         help="openai-finetune: leave out problem turns a reviewer has not corrected")
     export.add_argument("--system-prompt", metavar="TEXT",
                         help="openai-finetune: system message of every line")
+    export.add_argument("--max-tokens", type=int, metavar="N",
+                        help="openai-finetune: most tokens in one line (default 65536, the training-example "
+                             "limit of gpt-4o-mini and gpt-4o; 16385 for gpt-3.5-turbo); a longer "
+                             "conversation is split at turn boundaries into windows")
     export.add_argument("--synthesize", type=int, metavar="N",
                         help="openai-finetune: N (1-20) new examples per failure cluster of the latest run")
     export.add_argument("--synthetic-output", type=Path, metavar="FILE",
@@ -202,6 +206,7 @@ def _prepare_failures(args: argparse.Namespace) -> Runner:
 def _prepare_export(args: argparse.Namespace) -> Runner:
     from otel_chatbot.quality.export import FORMATS, FinetuneSelection
     from otel_chatbot.quality.synthesize import MAX_VARIATIONS
+    from otel_chatbot.quality.tokens import DEFAULT_MAX_TOKENS
 
     if args.format not in FORMATS:
         raise ValueError(f"--format: expected one of {', '.join(FORMATS)}, got {args.format!r}")
@@ -214,6 +219,7 @@ def _prepare_export(args: argparse.Namespace) -> Runner:
     reasons = _reasons(args)
     for option, given in (("--rating", args.rating != "any"), ("--exclude-problems", args.exclude_problems),
                           ("--system-prompt", args.system_prompt is not None),
+                          ("--max-tokens", args.max_tokens is not None),
                           ("--synthesize", args.synthesize is not None)):
         if given and not finetune:
             raise ValueError(f"{option}: only applies to --format openai-finetune")
@@ -231,8 +237,12 @@ def _prepare_export(args: argparse.Namespace) -> Runner:
     for option, path in (("--output", args.output), ("--synthetic-output", args.synthetic_output)):
         if path is not None and not path.parent.is_dir():
             raise ValueError(f"{option}: directory {path.parent} does not exist")
+    max_tokens = DEFAULT_MAX_TOKENS if args.max_tokens is None else args.max_tokens
     selection = FinetuneSelection(window, rating=args.rating, exclude_problems=args.exclude_problems,
-                                  score_threshold=args.score_threshold) if finetune else None
+                                  score_threshold=args.score_threshold,
+                                  max_tokens=max_tokens) if finetune else None
+    if selection is not None and args.system_prompt is not None:
+        _check_system_prompt_fits(args.system_prompt, selection.max_tokens)
 
     def run(url: str) -> int:
         import psycopg
@@ -243,6 +253,18 @@ def _prepare_export(args: argparse.Namespace) -> Runner:
             return _export_finetune(conn, args, selection)
 
     return run
+
+
+def _check_system_prompt_fits(system_prompt: str, max_tokens: int) -> None:
+    from otel_chatbot.quality.tokens import TOKENS_PER_EXAMPLE, openai_counter
+
+    counter = openai_counter()
+    # A turn is two messages of at least one token each besides their framing.
+    smallest_turn = counter.message("user", "x") + counter.message("assistant", "x")
+    fixed = TOKENS_PER_EXAMPLE + counter.message("system", system_prompt)
+    if fixed + smallest_turn > max_tokens:
+        raise ValueError(f"--max-tokens: {max_tokens} leaves no room for a turn after the system prompt "
+                         f"({fixed} tokens with the line's framing)")
 
 
 def _open_output(path: Path | None) -> IO[str]:
@@ -269,7 +291,11 @@ def _export_finetune(conn: Any, args: argparse.Namespace, selection: Any) -> int
     lines, counts = finetune_lines(conn, selection, args.system_prompt)
     _progress(f"{counts.turns_seen} turns in the window, {counts.turns_exported} chosen ({counts.corrected} "
               f"with a reviewer's corrected reply, {counts.skipped_empty} skipped for an empty message or "
-              f"reply), {counts.lines} conversations")
+              f"reply), {counts.lines} lines")
+    _progress(f"token limit {selection.max_tokens} per line (counted as {counts.counter}): "
+              f"{counts.conversations_split} conversations split into windows, {counts.turns_too_long} turns "
+              f"skipped as longer than the limit on their own, longest line "
+              f"{counts.longest_line_tokens} tokens")
     synthetic: list[dict[str, Any]] = []
     provenance: list[dict[str, Any]] = []
     if args.synthesize is not None:

@@ -17,7 +17,8 @@ import psycopg
 from psycopg import sql
 
 from otel_chatbot.privacy import redact
-from otel_chatbot.quality.finetune import ExportTurn, conversations
+from otel_chatbot.quality.finetune import ExportTurn
+from otel_chatbot.quality.finetune_windows import windowed_lines
 from otel_chatbot.quality.select import (
     DEFAULT_SCORE_THRESHOLD,
     JUDGE_AND_FEEDBACK,
@@ -26,9 +27,12 @@ from otel_chatbot.quality.select import (
     ProblemTurn,
     select_problem_turns,
 )
+from otel_chatbot.quality.tokens import DEFAULT_MAX_TOKENS, TokenCounter, openai_counter
 from otel_chatbot.quality.window import TurnWindow
 
 FORMATS = ("openai-finetune", "jsonl", "csv")
+# A line's limit: room for a short system prompt and a turn at least; at most any model's context.
+MIN_MAX_TOKENS, MAX_MAX_TOKENS = 64, 10_000_000
 RATINGS = ("any", "up")
 PROBLEM_COLUMNS = ("turn_id", "started_at", "session_id", "service", "source", "reasons", "lowest_score",
                    "user_message", "bot_response", "feedback_comment", "review_rating", "corrected_reply",
@@ -41,10 +45,14 @@ class FinetuneSelection:
     rating: str = "any"
     exclude_problems: bool = False
     score_threshold: float = DEFAULT_SCORE_THRESHOLD
+    max_tokens: int = DEFAULT_MAX_TOKENS
 
     def __post_init__(self) -> None:
         if self.rating not in RATINGS:
             raise ValueError(f"--rating: expected one of {', '.join(RATINGS)}, got {self.rating!r}")
+        if not MIN_MAX_TOKENS <= self.max_tokens <= MAX_MAX_TOKENS:
+            raise ValueError(f"--max-tokens: expected {MIN_MAX_TOKENS} to {MAX_MAX_TOKENS}, "
+                             f"got {self.max_tokens}")
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,10 @@ class FinetuneCounts:
     corrected: int
     skipped_empty: int
     lines: int
+    conversations_split: int
+    turns_too_long: int
+    longest_line_tokens: int
+    counter: str
 
 
 _EXPORT_TURNS = """
@@ -67,9 +79,10 @@ ORDER BY t.started_at, t.turn_id
 """
 
 
-def finetune_lines(conn: psycopg.Connection[Any], selection: FinetuneSelection,
-                   system_prompt: str | None) -> tuple[list[dict[str, Any]], FinetuneCounts]:
-    """Validated fine-tuning lines for the selected turns, and what was counted on the way."""
+def finetune_lines(conn: psycopg.Connection[Any], selection: FinetuneSelection, system_prompt: str | None,
+                   counter: TokenCounter | None = None) -> tuple[list[dict[str, Any]], FinetuneCounts]:
+    """Validated fine-tuning lines for the selected turns, each within ``selection.max_tokens``
+    (long conversations split into windows), and what was counted on the way."""
     condition, params = selection.window.where("t")
     params["threshold"] = selection.score_threshold
     rows = conn.execute(sql.SQL(_EXPORT_TURNS).format(window=condition), params).fetchall()
@@ -90,8 +103,11 @@ def finetune_lines(conn: psycopg.Connection[Any], selection: FinetuneSelection,
         corrected += is_corrected
         chosen.append(ExportTurn(turn_id, session_id, started_at, redact(user_message).strip(),
                                  redact(reply).strip()))
-    lines = conversations(chosen, system_prompt)
-    return lines, FinetuneCounts(len(rows), len(chosen), corrected, skipped, len(lines))
+    counter = counter or openai_counter()
+    lines, windows = windowed_lines(chosen, system_prompt, counter, selection.max_tokens)
+    return lines, FinetuneCounts(len(rows), len(chosen), corrected, skipped, len(lines),
+                                 windows.conversations_split, windows.turns_too_long,
+                                 windows.longest_line_tokens, counter.name)
 
 
 def write_jsonl(lines: Iterable[dict[str, Any]], out: IO[str]) -> int:

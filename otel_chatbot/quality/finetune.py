@@ -2,6 +2,9 @@
 
 One line is ``{"messages": [{"role": "system", "content": ...}, {"role": "user", ...}, ...]}``:
 an optional system message first, then user and assistant alternating, ending with the assistant.
+An assistant message may carry ``"weight": 0`` (OpenAI's multi-turn weighting): it is context the
+model sees but is not trained on, which is how a long conversation split into windows repeats the
+turns before a window without training on them twice.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 _ROLES = ("system", "user", "assistant")
+_KEYS = {"role", "content", "weight"}
 
 
 class FinetuneFormatError(ValueError):
@@ -40,9 +44,13 @@ def validate_line(line: Any) -> None:
     expected = "user"
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
-        if not isinstance(message, dict) or set(message) != {"role", "content"}:
-            raise FinetuneFormatError(f"{where}: expected an object with 'role' and 'content'")
+        if not isinstance(message, dict) or not {"role", "content"} <= set(message) <= _KEYS:
+            raise FinetuneFormatError(f"{where}: expected an object with 'role' and 'content' "
+                                      f"(and 'weight' on an assistant message)")
         role, content = message["role"], message["content"]
+        if "weight" in message and (role != "assistant" or message["weight"] not in (0, 1)
+                                    or isinstance(message["weight"], bool)):
+            raise FinetuneFormatError(f"{where}.weight: expected 0 or 1 on an assistant message")
         if role not in _ROLES:
             raise FinetuneFormatError(f"{where}.role: expected one of {', '.join(_ROLES)}, got {role!r}")
         if not isinstance(content, str) or not content.strip():
@@ -54,26 +62,37 @@ def validate_line(line: Any) -> None:
         expected = "assistant" if role == "user" else "user"
     if messages[-1]["role"] != "assistant":
         raise FinetuneFormatError("messages: the last message must be the assistant's")
+    if messages[-1].get("weight", 1) == 0:
+        raise FinetuneFormatError("messages: the last assistant message must be trained on (weight 1)")
 
 
-def example(pairs: Iterable[tuple[str, str]], system_prompt: str | None) -> dict[str, Any]:
-    """One validated line from (user message, assistant reply) pairs in conversation order."""
-    messages: list[dict[str, str]] = []
+def example(pairs: Iterable[tuple[str, str]], system_prompt: str | None, context: int = 0) -> dict[str, Any]:
+    """One validated line from (user message, assistant reply) pairs in conversation order; the
+    first ``context`` replies are context only (weight 0)."""
+    messages: list[dict[str, Any]] = []
     if system_prompt:
         messages.append({"role": "system", "content": system_prompt})
-    for user, assistant in pairs:
+    for index, (user, assistant) in enumerate(pairs):
         messages.append({"role": "user", "content": user})
-        messages.append({"role": "assistant", "content": assistant})
+        reply: dict[str, Any] = {"role": "assistant", "content": assistant}
+        if index < context:
+            reply["weight"] = 0
+        messages.append(reply)
     line = {"messages": messages}
     validate_line(line)
     return line
 
 
-def conversations(turns: Sequence[ExportTurn], system_prompt: str | None) -> list[dict[str, Any]]:
-    """One line per session (its turns in time order), one per turn without a session; lines in the
-    order of their first turn."""
+def sessions(turns: Sequence[ExportTurn]) -> list[list[ExportTurn]]:
+    """The turns of each session in time order (a turn without a session on its own), in the order
+    of each group's first turn."""
     groups: dict[str, list[ExportTurn]] = {}
     for turn in sorted(turns, key=lambda t: (t.started_at, t.turn_id)):
         key = f"s:{turn.session_id}" if turn.session_id is not None else f"t:{turn.turn_id}"
         groups.setdefault(key, []).append(turn)
-    return [example(((t.user_message, t.reply) for t in group), system_prompt) for group in groups.values()]
+    return list(groups.values())
+
+
+def conversations(turns: Sequence[ExportTurn], system_prompt: str | None) -> list[dict[str, Any]]:
+    """One line per session, one per turn without a session, with no length limit."""
+    return [example(((t.user_message, t.reply) for t in group), system_prompt) for group in sessions(turns)]

@@ -40,7 +40,10 @@ examples:
       --synthesize 8 --synthetic-output synthetic.jsonl --llm-model gpt-4o-mini
 
 openai-finetune: one line per conversation (its chosen turns in order), a reviewer's corrected reply
-replacing the bot's, PII redacted, every line checked against the chat fine-tuning format.
+replacing the bot's, PII redacted, every line checked against the chat fine-tuning format and kept
+within --max-tokens (exact o200k_base counts): a longer conversation is split at turn boundaries into
+windows, each with the system prompt and the turns before it as weight-0 context; a turn over the
+limit on its own is skipped and counted.
 --synthesize N asks the model for N new examples per failure cluster of the latest `failures` run,
 grounded in the reviewers' corrections of that cluster; they go to --synthetic-output (same format,
 so the files can be concatenated) and their provenance (cluster, seed turns) to FILE.meta.jsonl.

@@ -114,6 +114,11 @@ class ProcessorMetrics:
         self.conversions = CounterFamily(
             "chatbot_conversions_total", "Conversion outcomes (sign-up, booking, purchase…) by goal.",
             (*turn, "goal"))
+        # Leads apart from conversions: a captured contact is an earlier funnel stage than a purchase,
+        # and counting it as a conversion would inflate the conversion rate.
+        self.leads = CounterFamily(
+            "chatbot_leads_total", "Lead outcomes (contact details, demo or quote requests…) by goal.",
+            (*turn, "goal"))
         self.escalations = CounterFamily(
             "chatbot_escalations_total", "Turns handed to a human agent.", (*turn, "reason"))
         self.csat = HistogramFamily("chatbot_csat_score", "CSAT ratings (1-5).", ("service",), CSAT_BUCKETS)
@@ -128,7 +133,7 @@ class ProcessorMetrics:
         families: list[CounterFamily | HistogramFamily] = [
             self.turns, *self._flags, self.fallbacks, self.sessions, self.feedback, self.tokens, self.cost,
             self.turn_duration, self.evaluation_score, self.gen_ai_tokens, self.gen_ai_duration, self.folded,
-            self.conversions, self.escalations, self.csat, self.nps, self.turns_by_version,
+            self.conversions, self.escalations, self.csat, self.nps, self.turns_by_version, self.leads,
         ]
         self.chat_families: tuple[CounterFamily | HistogramFamily, ...] = tuple(families)
         self.registry.register(ChatCollector(self._lock, families))
@@ -315,15 +320,17 @@ class ProcessorMetrics:
     def _count_outcomes(self, result: CommitResult,
                         version_groups: dict[tuple[str, str | None, str | None], int],
                         escalations: list[tuple[str, str | None, str | None]]) -> None:
-        """Conversions, CSAT/NPS, escalations and turns by version of a commit (caller holds the lock)."""
+        """Conversions, leads, CSAT/NPS, escalations and turns by version of a commit (caller holds the
+        lock)."""
         for (service, prompt_version, app_version), n in version_groups.items():
             labels = (_clean(service), _clean(prompt_version), _clean(app_version))
             self.turns_by_version.add(self._fold(self.turns_by_version.labelnames, labels, n), n)
         scores: dict[tuple[str, str | None], list[float]] = {}
         for o in result.new_outcomes:
-            if o.kind == "conversion":
+            if o.kind in ("conversion", "lead"):
+                counted = self.conversions if o.kind == "conversion" else self.leads
                 labels = (_clean(o.service), _clean(o.source), _clean(o.label))
-                self.conversions.add(self._fold(self.conversions.labelnames, labels), 1)
+                counted.add(self._fold(counted.labelnames, labels), 1)
             elif o.kind in ("csat", "nps") and o.value is not None:
                 scores.setdefault((o.kind, o.service), []).append(o.value)
         for (kind, scored_service), values in scores.items():

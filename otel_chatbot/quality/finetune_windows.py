@@ -1,11 +1,12 @@
 """Conversations longer than the fine-tuning token limit, split at turn boundaries into windows.
 
-Each window is one line: the system prompt, then as context (replies weighted 0: seen, not trained
-on) the turns just before the window, newest first while they take at most a quarter of the room left
-after the system prompt (the turn just before always, if it fits beside the window's first), then the window's own turns for as long as the line stays within the limit. So
-every reply is trained on exactly once, and each window starts with what was said just before it.
-A turn too long for a line on its own (with the system prompt) is skipped and counted; no window's
-context reaches back across it, as the conversation would then read as if it had not happened.
+Each window is one line: the system prompt; then, as context (replies weighted 0: seen, not trained
+on), the turns just before the window, newest first, while they take at most a quarter of the room
+left after the system prompt (the turn just before always, if it fits beside the window's first);
+then the window's own turns for as long as the line stays within the limit. So every reply is trained
+on exactly once, and each window starts with what was said just before it. A turn too long for a line
+on its own (with the system prompt) is skipped and counted; no window's context reaches back across
+it, as the conversation would then read as if it had not happened.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Engagement: conversations per day, turns per conversation, returning users, drop-off, CSAT,
-conversion and escalation rates (Postgres).
+conversion, lead and escalation rates (Postgres).
 
 Reads the engagement_* views of migration 0006 (the same ones `otel-chatbot stats` reads) and
 business_outcomes_daily (0014). Days are UTC dates; the range's first and last day are included.
@@ -105,6 +105,26 @@ GROUP BY 1, 2
 ORDER BY 1
 """
 
+# business_outcomes_daily's lead columns (migration 0019): conversations that left a lead (contact
+# details, a demo request…), apart from conversions.
+LEAD_RATE = f"""
+SELECT {DAY_TIME}, source AS metric,
+       sum(lead_conversations)::double precision / NULLIF(sum(conversations), 0) AS value
+FROM business_outcomes_daily
+WHERE {DAYS} AND {V}
+GROUP BY 1, 2
+ORDER BY 1
+"""
+
+LEADS_BY_DAY = f"""
+SELECT {DAY_TIME}, sum(lead_conversations) AS "conversations with a lead",
+       sum(converted_conversations) AS "conversations with a conversion"
+FROM business_outcomes_daily
+WHERE {DAYS} AND {V}
+GROUP BY 1
+ORDER BY 1
+"""
+
 
 def build() -> Dashboard:
     return Dashboard(
@@ -160,6 +180,16 @@ def build() -> Dashboard:
                       [sql(DROPOFF_TURNS, table=True)], width=14,
                       overrides=[column("time", "dateTimeAsIso", width=170),
                                  column("session", link=SESSION_LINK, width=190)]),
+            ],
+            [
+                Panel("timeseries", "Lead rate by channel",
+                      "Conversations with a lead outcome (record_outcome(..., \"lead\"), POST /v1/outcomes) "
+                      "among the conversations of the day; leads are counted apart from conversions.",
+                      "percentunit", [sql(LEAD_RATE)], width=12, min=0, max=1),
+                Panel("timeseries", "Leads and conversions per day",
+                      "Conversations of the day with a lead outcome and with a conversion outcome.",
+                      "short", [sql(LEADS_BY_DAY)], width=12,
+                      custom={"drawStyle": "bars", "fillOpacity": 70}),
             ],
         ],
         time_from="now-30d", refresh="5m",

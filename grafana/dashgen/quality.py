@@ -68,13 +68,31 @@ ORDER BY (f.rating = 'down') DESC, j.score ASC NULLS LAST, t.started_at DESC
 LIMIT 50
 """
 
-FAILURE_CLUSTERS = """
+# The user messages of a cluster's first three example turns (most central first), for the table.
+CLUSTER_EXAMPLES = """SELECT string_agg(left(t.user_message, 160), ' | ' ORDER BY e.n)
+        FROM unnest(c.example_turn_ids) WITH ORDINALITY AS e(turn_id, n)
+        JOIN chat_turns t ON t.turn_id = e.turn_id
+        WHERE e.n <= 3"""
+
+FAILURE_CLUSTERS = f"""
 SELECT c.label AS cluster, c.size AS turns, c.share, c.previous_size AS "previous window", c.trend,
-       c.representative_message AS example, r.window_start AS "window start", r.window_end AS "window end"
+       c.representative_message AS example, r.window_start AS "window start", r.window_end AS "window end",
+       ({CLUSTER_EXAMPLES}) AS "example messages"
 FROM failure_clusters c
 JOIN failure_cluster_runs r ON r.run_id = c.run_id
 WHERE r.run_id = (SELECT max(run_id) FROM failure_cluster_runs WHERE $__timeFilter(window_end))
 ORDER BY c.size DESC
+"""
+
+# Cluster sizes per stored run (at the end of the run's window), a series per cluster name: k-means
+# numbers clusters afresh each run, so the name (its characteristic terms) is what links runs.
+FAILURE_CLUSTER_SIZES = """
+SELECT r.window_end AS "time", c.label AS metric, sum(c.size) AS value
+FROM failure_clusters c
+JOIN failure_cluster_runs r ON r.run_id = c.run_id
+WHERE $__timeFilter(r.window_end)
+GROUP BY 1, 2
+ORDER BY 1
 """
 
 
@@ -142,6 +160,14 @@ def build() -> Dashboard:
                       overrides=[column("share", "percentunit"), column("trend", "none"),
                                  column("window start", "dateTimeAsIso"),
                                  column("window end", "dateTimeAsIso")]),
+            ],
+            [
+                Panel("timeseries", "Failure cluster sizes across runs",
+                      "Problem turns per failure cluster in each stored `otel-chatbot failures` run whose "
+                      "window ends in the range, at the window's end; one series per cluster name.",
+                      "short", [sql(FAILURE_CLUSTER_SIZES)], width=24,
+                      custom={"drawStyle": "line", "showPoints": "always", "pointSize": 6,
+                              "spanNulls": True}),
             ],
         ],
     )

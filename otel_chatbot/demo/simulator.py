@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -58,6 +59,7 @@ COMMENTS_UP = ("thanks!", "quick and helpful", None, None)
 # An A/B test of two prompt versions, one per conversation; the newer converts a little better.
 PROMPT_VERSIONS = (("support-v1", 0.12), ("support-v2", 0.18))
 GOALS = ("purchase", "signup")
+LEAD_GOALS = ("demo_request", "newsletter")
 
 
 @dataclass
@@ -245,13 +247,19 @@ class Simulator:
             self._session_outcome(session, bad=outcome != "normal")
 
     def _session_outcome(self, session: _Session, *, bad: bool) -> None:
-        """At the end of a conversation: maybe a conversion, maybe a CSAT answer."""
+        """At the end of a conversation: maybe a conversion (else maybe a lead), maybe a CSAT answer."""
         rng = self.rng
         rate = dict(PROMPT_VERSIONS)[session.prompt_version]
         if rng.random() < (rate / 3 if bad else rate):
             self.stats.conversions += 1
             record_outcome(session.session_id, "conversion", round(rng.uniform(10, 200), 2),
                            label=rng.choice(GOALS))
+        else:
+            # A quarter of the others leave their contact details: chosen by the session id, not by
+            # the random generator, so the seeded sequence of everything else stays as it was.
+            pick = zlib.crc32(session.session_id.encode())
+            if pick % 4 == 0:
+                record_outcome(session.session_id, "lead", label=LEAD_GOALS[pick // 4 % len(LEAD_GOALS)])
         if rng.random() < 0.3:
             record_outcome(session.session_id, "csat", rng.randint(1, 3) if bad else rng.randint(3, 5))
 

@@ -24,7 +24,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -37,8 +36,7 @@ from ceiling import copy_chunks, stored_span_chunks
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
-
-from otel_chatbot.store.embedded import EmbeddedPostgres
+from support import postgres
 
 WORDS = ("refund", "order", "shipping", "account", "password", "invoice", "delivery", "warranty", "upgrade",
          "cancel", "subscription", "address", "payment", "card", "tracking", "return", "exchange")
@@ -317,27 +315,19 @@ def main() -> int:
     total = args.batches * args.batch_size
     warmup = build_request(random.Random(1), args.batch_size, now)
     runs: list[Run] = []
-    with tempfile.TemporaryDirectory(prefix="otel-chatbot-bench-") as tmp:
-        embedded = None
-        url = args.database_url
-        if url is None:
-            embedded = EmbeddedPostgres(Path(tmp) / "pg")
-            url = embedded.start()
-        try:
-            for run, workers in enumerate(counts):
-                rng = random.Random(7 + run)  # new trace ids each run: every span is new
-                print(f"building {args.batches} requests of {args.batch_size} spans ...", flush=True)
-                bodies = [build_request(rng, args.batch_size, now) for _ in range(args.batches)]
-                print(f"  {sum(map(len, bodies)) / len(bodies) / 1024:.0f} KiB per request; "
-                      f"serve --workers {workers}", flush=True)
-                runs.append(run_once(url, tmp, bodies, args, workers, warmup))
-                del bodies
-            with psycopg.connect(url) as conn:
-                turns = conn.execute("SELECT count(*), sum(input_tokens) FROM chat_turns").fetchone()
-            ceiling_s, ceiling_rows = copy_ceiling(url, args.batch_size)
-        finally:
-            if embedded is not None:
-                embedded.shutdown()
+    with postgres(args.database_url) as server:
+        url, tmp = server.admin_url, str(server.scratch)
+        for run, workers in enumerate(counts):
+            rng = random.Random(7 + run)  # new trace ids each run: every span is new
+            print(f"building {args.batches} requests of {args.batch_size} spans ...", flush=True)
+            bodies = [build_request(rng, args.batch_size, now) for _ in range(args.batches)]
+            print(f"  {sum(map(len, bodies)) / len(bodies) / 1024:.0f} KiB per request; "
+                  f"serve --workers {workers}", flush=True)
+            runs.append(run_once(url, tmp, bodies, args, workers, warmup))
+            del bodies
+        with psycopg.connect(url) as conn:
+            turns = conn.execute("SELECT count(*), sum(input_tokens) FROM chat_turns").fetchone()
+        ceiling_s, ceiling_rows = copy_ceiling(url, args.batch_size)
 
     ceiling = ceiling_rows / ceiling_s
     print(f"load average : {' '.join(f'{v:.2f}' for v in os.getloadavg())} (1, 5, 15 min) after the runs")

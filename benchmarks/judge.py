@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from llm_server import LLMServer, Reply
-from write import drop_database, fresh_database
+from support import drop_database, fresh_database, postgres
 
 from otel_chatbot.processor.pricing import PriceTable
 from otel_chatbot.quality.evaluate import EvaluateOptions, evaluate
@@ -34,7 +33,6 @@ from otel_chatbot.quality.judge import Judge
 from otel_chatbot.quality.llm import JudgeClient
 from otel_chatbot.quality.online import OnlineJudge
 from otel_chatbot.records import NormalisedBatch, SpanRow, TurnRow
-from otel_chatbot.store.embedded import EmbeddedPostgres, ensure_private_runtime_dir
 from otel_chatbot.store.writer import BatchWriter
 
 VERDICT = {"accuracy": 7, "relevance": 8, "clarity": 9, "rationale": "benchmark"}
@@ -123,27 +121,17 @@ def main() -> int:
     args = parser.parse_args()
     if args.turns < 1 or args.concurrency < 2 or not 0 < args.sample <= 1 or args.batch_size < 1:
         parser.error("--turns >= 1, --concurrency >= 2, 0 < --sample <= 1, --batch-size >= 1")
-    with tempfile.TemporaryDirectory(prefix="otel-chatbot-bench-") as tmp:
-        embedded = None
-        admin_url = args.database_url
-        if admin_url is None:
-            ensure_private_runtime_dir()
-            embedded = EmbeddedPostgres(Path(tmp) / "pg")
-            admin_url = embedded.start()
+    with postgres(args.database_url) as server:
+        name, url = fresh_database(server.admin_url)
         try:
-            name, url = fresh_database(admin_url)
-            try:
-                writer = BatchWriter(url)
-                writer.start()
-                writer.write(_batch(args.turns, time.time_ns() - 3 * 3600 * 10**9))
-                writer.shutdown()
-                _judge_runs(url, args)
-                _offer_cost(url, args)
-            finally:
-                drop_database(admin_url, name)
+            writer = BatchWriter(url)
+            writer.start()
+            writer.write(_batch(args.turns, time.time_ns() - 3 * 3600 * 10**9))
+            writer.shutdown()
+            _judge_runs(url, args)
+            _offer_cost(url, args)
         finally:
-            if embedded is not None:
-                embedded.shutdown()
+            drop_database(server.admin_url, name)
     return 0
 
 

@@ -19,11 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -33,8 +31,8 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from support import postgres
 
-from otel_chatbot.store.embedded import EmbeddedPostgres, ensure_private_runtime_dir
 from otel_chatbot.store.evaluations import TurnFilter, turn_candidates
 from otel_chatbot.store.migrate import migrate
 from otel_chatbot.store.partitions import create_partitions
@@ -262,14 +260,8 @@ def main() -> None:
     parser.add_argument("--database-url", help="admin URL of a server to create the databases on")
     args = parser.parse_args()
 
-    embedded, scratch = None, None
-    admin = args.database_url
-    if admin is None:
-        ensure_private_runtime_dir()
-        scratch = Path(tempfile.mkdtemp(prefix="otel-chatbot-bench-"))
-        embedded = EmbeddedPostgres(scratch / "pg")
-        admin = embedded.start()
-    try:
+    with postgres(args.database_url) as server:
+        admin = server.admin_url
         results = {}
         for turns in (args.small, args.large):
             url = _database(admin, f"bench_{turns}_{uuid.uuid4().hex[:6]}")
@@ -288,11 +280,6 @@ def main() -> None:
             print(f"{name:<{width}}  {small[name] * 1000:>7.2f}ms  {large[name] * 1000:>7.2f}ms  "
                   f"{ratio:5.2f}{flag}")
         print(f"\n{len(small) - missed} of {len(small)} queries within a ratio of {TARGET:g}")
-    finally:
-        if embedded is not None:
-            embedded.shutdown()
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -16,20 +16,16 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import psycopg
-from psycopg import sql
+from support import drop_database, fresh_database, postgres
 
 from otel_chatbot.processor.app import Processor
 from otel_chatbot.processor.config import load_config
 from otel_chatbot.records import FeedbackRow, NormalisedBatch, SpanRow, TurnRow
-from otel_chatbot.store.embedded import EmbeddedPostgres, ensure_private_runtime_dir
-from otel_chatbot.store.migrate import migrate
 from otel_chatbot.store.writer import BatchWriter
 
 WEEK_NS = 7 * 86_400 * 10**9
@@ -111,19 +107,9 @@ def main() -> int:
     if args.turns < SESSION_TURNS or args.repeat < 1:
         parser.error(f"--turns must be >= {SESSION_TURNS} and --repeat >= 1")
     rng, now_ns = random.Random(11), time.time_ns()
-    with tempfile.TemporaryDirectory(prefix="otel-chatbot-bench-") as tmp:
-        embedded, admin_url = None, args.database_url
-        if admin_url is None:
-            ensure_private_runtime_dir()
-            embedded = EmbeddedPostgres(Path(tmp) / "pg")
-            admin_url = embedded.start()
-        name = f"bench_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        head, _, query = admin_url.partition("?")
-        url = f"{head.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+    with postgres(args.database_url) as server:
+        name, url = fresh_database(server.admin_url)
         try:
-            migrate(url)
             results = []
             for size in (args.turns, 10 * args.turns):
                 have = results[-1][0] if results else 0
@@ -144,10 +130,7 @@ def main() -> int:
                 finally:
                     processor.shutdown()
         finally:
-            with psycopg.connect(admin_url, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            if embedded is not None:
-                embedded.shutdown()
+            drop_database(server.admin_url, name)
     (small, first), (large, second) = results
     print(f"\n{'page':<42} {small:>9} turns {large:>9} turns   ratio")
     for (page, a), b in zip(first.items(), second.values(), strict=True):

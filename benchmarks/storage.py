@@ -16,14 +16,11 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
 from ingest import _free_port, _wait_ready, build_request, send_all
-
-from otel_chatbot.store.embedded import EmbeddedPostgres
+from support import postgres
 
 TABLES = ("spans", "chat_turns", "trace_usage", "sessions", "feedback")
 # What a dashboard panel over a time range does: aggregate every turn in it (no index helps).
@@ -57,34 +54,30 @@ def main() -> int:
     bodies = [build_request(rng, args.batch_size, now) for _ in range(args.batches)]
     wire = sum(map(len, bodies)) / (args.batches * args.batch_size)
 
-    with tempfile.TemporaryDirectory(prefix="otel-chatbot-storage-") as tmp:
-        embedded = EmbeddedPostgres(Path(tmp) / "pg")
-        url = embedded.start()
+    with postgres(prefix="otel-chatbot-storage-") as server:
+        url, tmp = server.admin_url, server.scratch
+        port = _free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "otel_chatbot.cli", "serve", "--database-url", url,
+             "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", "127.0.0.1:0",
+             "--metrics", "127.0.0.1:0"],
+            env={**os.environ, "OTEL_CHATBOT_DATA_DIR": str(tmp / "data")})
         try:
-            port = _free_port()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "otel_chatbot.cli", "serve", "--database-url", url,
-                 "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", "127.0.0.1:0",
-                 "--metrics", "127.0.0.1:0"],
-                env={**os.environ, "OTEL_CHATBOT_DATA_DIR": str(Path(tmp) / "data")})
-            try:
-                _wait_ready(port, proc)
-                send_all(port, bodies, 4)
-            finally:
-                proc.terminate()
-                proc.wait(timeout=60)
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("VACUUM ANALYZE")
-                sizes = {t: table_bytes(conn, t) for t in TABLES}
-                conn.execute(PANEL_QUERY)  # warm the cache: dashboards read hot pages
-                runs = []
-                for _ in range(5):
-                    t0 = time.perf_counter()
-                    conn.execute(PANEL_QUERY).fetchall()
-                    runs.append(time.perf_counter() - t0)
-                panel_s = sorted(runs)[len(runs) // 2]
+            _wait_ready(port, proc)
+            send_all(port, bodies, 4)
         finally:
-            embedded.shutdown()
+            proc.terminate()
+            proc.wait(timeout=60)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")
+            sizes = {t: table_bytes(conn, t) for t in TABLES}
+            conn.execute(PANEL_QUERY)  # warm the cache: dashboards read hot pages
+            runs = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                conn.execute(PANEL_QUERY).fetchall()
+                runs.append(time.perf_counter() - t0)
+            panel_s = sorted(runs)[len(runs) // 2]
 
     spans_bytes, spans = sizes["spans"]
     turns_bytes, turns = sizes["chat_turns"]

@@ -28,10 +28,8 @@ import pstats
 import random
 import statistics
 import string
-import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,11 +37,9 @@ from typing import Any
 import orjson
 import psycopg
 from ceiling import copy_chunks, stored_span_chunks
-from psycopg import sql
+from support import drop_database, fresh_database, postgres
 
 from otel_chatbot.records import FeedbackRow, NormalisedBatch, SpanRow, TurnRow
-from otel_chatbot.store.embedded import EmbeddedPostgres, ensure_private_runtime_dir
-from otel_chatbot.store.migrate import migrate
 from otel_chatbot.store.writer import BatchWriter
 
 MODELS = ("gpt-4o-mini", "gpt-4o", "claude-3-5-haiku")
@@ -122,21 +118,6 @@ def _backend_cpu(pids: list[int]) -> float:
             return math.nan
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
     return total
-
-
-def fresh_database(admin_url: str) -> tuple[str, str]:
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    head, _, query = admin_url.partition("?")
-    url = f"{head.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
-    migrate(url)
-    return name, url
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def copy_ceiling(url: str, batch_size: int) -> Run:
@@ -249,43 +230,34 @@ def main() -> int:
     ratios: list[float] = []
     cpu_ratios: list[float] = []
     failed = False
-    with tempfile.TemporaryDirectory(prefix="otel-chatbot-bench-") as tmp:
-        embedded = None
-        admin_url = args.database_url
-        if admin_url is None:
-            ensure_private_runtime_dir()
-            embedded = EmbeddedPostgres(Path(tmp) / "pg")
-            admin_url = embedded.start()
-        try:
-            for round_no in range(1, args.rounds + 1):
-                name, url = fresh_database(admin_url)
-                try:
-                    write_all(url, [warmup], settle=args.settle)  # partitions, caches, plans: not counted
-                    run, new_spans, new_turns = write_all(url, batches, args.profile, args.writers,
-                                                          args.settle)
-                    if args.explain and round_no == 1:
-                        explain(url, build_batch(rng, args.batch_size, now))
-                    ceiling = copy_ceiling(url, args.batch_size)
-                finally:
-                    drop_database(admin_url, name)
-                rate, ceiling_rate = total / run.seconds, ceiling.rows / ceiling.seconds
-                ratios.append(rate / ceiling_rate)
-                us = [1e6 * (r.client_cpu + r.server_cpu) / r.rows for r in (run, ceiling)]
-                cpu_ratios.append(us[1] / us[0])
-                py_us, pg_us = 1e6 * run.client_cpu / run.rows, 1e6 * run.server_cpu / run.rows
-                print(f"round {round_no}: BatchWriter x{args.writers}: {total} spans in {run.seconds:.2f} s "
-                      f"= {rate:,.0f} spans/s ({run.seconds / len(batches) * 1e3:.1f} ms/batch; "
-                      f"{new_spans} new spans, {new_turns} new turns); CPU {us[0]:.1f} µs/span "
-                      f"({py_us:.1f} Python + {pg_us:.1f} Postgres)", flush=True)
-                print(f"         COPY ceiling: {ceiling.rows} rows in {ceiling.seconds:.2f} s = "
-                      f"{ceiling_rate:,.0f} rows/s; CPU {us[1]:.1f} µs/row | ratio {rate / ceiling_rate:.2f} "
-                      f"(wall), {us[1] / us[0]:.2f} (CPU)", flush=True)
-                if new_spans != total:
-                    print(f"ERROR: expected {total} new spans, got {new_spans}")
-                    failed = True
-        finally:
-            if embedded is not None:
-                embedded.shutdown()
+    with postgres(args.database_url) as server:
+        admin_url = server.admin_url
+        for round_no in range(1, args.rounds + 1):
+            name, url = fresh_database(admin_url)
+            try:
+                write_all(url, [warmup], settle=args.settle)  # partitions, caches, plans: not counted
+                run, new_spans, new_turns = write_all(url, batches, args.profile, args.writers,
+                                                      args.settle)
+                if args.explain and round_no == 1:
+                    explain(url, build_batch(rng, args.batch_size, now))
+                ceiling = copy_ceiling(url, args.batch_size)
+            finally:
+                drop_database(admin_url, name)
+            rate, ceiling_rate = total / run.seconds, ceiling.rows / ceiling.seconds
+            ratios.append(rate / ceiling_rate)
+            us = [1e6 * (r.client_cpu + r.server_cpu) / r.rows for r in (run, ceiling)]
+            cpu_ratios.append(us[1] / us[0])
+            py_us, pg_us = 1e6 * run.client_cpu / run.rows, 1e6 * run.server_cpu / run.rows
+            print(f"round {round_no}: BatchWriter x{args.writers}: {total} spans in {run.seconds:.2f} s "
+                  f"= {rate:,.0f} spans/s ({run.seconds / len(batches) * 1e3:.1f} ms/batch; "
+                  f"{new_spans} new spans, {new_turns} new turns); CPU {us[0]:.1f} µs/span "
+                  f"({py_us:.1f} Python + {pg_us:.1f} Postgres)", flush=True)
+            print(f"         COPY ceiling: {ceiling.rows} rows in {ceiling.seconds:.2f} s = "
+                  f"{ceiling_rate:,.0f} rows/s; CPU {us[1]:.1f} µs/row | ratio {rate / ceiling_rate:.2f} "
+                  f"(wall), {us[1] / us[0]:.2f} (CPU)", flush=True)
+            if new_spans != total:
+                print(f"ERROR: expected {total} new spans, got {new_spans}")
+                failed = True
     print(f"ratio        : {statistics.median(ratios):.2f} of the raw COPY ceiling by wall time, "
           f"{statistics.median(cpu_ratios):.2f} by CPU per row (medians of {len(ratios)} rounds)")
     return 1 if failed else 0

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import threading
-import time
-from collections.abc import Callable
-from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 import psycopg
 from prometheus_client import CollectorRegistry
 
 from otel_chatbot.errors import StartCancelled
+from otel_chatbot.processor.app_parts import Deadline, build_redactor, online_judge, sweep_interval
 from otel_chatbot.processor.auth import BearerAuth
 from otel_chatbot.processor.config import ConfigError, ProcessorConfig, split_address
+from otel_chatbot.processor.database import embedded_for, grafana_hint, open_database
 from otel_chatbot.processor.grpc_receiver import GrpcReceiver
 from otel_chatbot.processor.http_receiver import HttpReceiver, ReadyCheck
 from otel_chatbot.processor.inflight import InflightBytes
@@ -31,76 +28,23 @@ from otel_chatbot.processor.metrics import ProcessorMetrics
 from otel_chatbot.processor.metrics_http import MetricsServer
 from otel_chatbot.processor.pipeline import Pipeline
 from otel_chatbot.processor.pricing import PriceTable
+from otel_chatbot.processor.stop_signals import StopSignals, run_until_signal
 from otel_chatbot.store.api_pool import ApiPool
 from otel_chatbot.store.embedded import EmbeddedPostgres
 from otel_chatbot.store.migrate import LATEST_VERSION, migrate
 from otel_chatbot.store.pending_feedback import PendingFeedbackSweeper
-from otel_chatbot.store.reader import READER_ROLE, ReaderRoleError, enable_reader_login
+from otel_chatbot.store.reader import ReaderRoleError, enable_reader_login
 from otel_chatbot.store.retention_schedule import RetentionSchedule
 from otel_chatbot.store.writer import BatchWriter
+
+# Importable from here as before the split: the serve command and the demo use them with Processor.
+__all__ = ["Processor", "StopSignals", "embedded_for", "grafana_hint", "open_database", "run_until_signal",
+           "sweep_interval"]
 
 _log = logging.getLogger(__name__)
 _READY_CONNECT_TIMEOUT_S = 3
 _RETENTION_INTERVAL_S = 3600.0
 T = TypeVar("T")
-
-
-def open_database(config: ProcessorConfig,
-                  cancelled: Callable[[], bool] | None = None) -> tuple[str, EmbeddedPostgres | None]:
-    """The URL to use: ``database_url``, or an embedded Postgres in ``data_dir/postgres`` (returned so
-    the caller can shut it down; the last of its users stops it)."""
-    embedded = embedded_for(config)
-    if embedded is None:
-        assert config.database_url is not None
-        return config.database_url, None
-    return embedded.start(cancelled), embedded
-
-
-def embedded_for(config: ProcessorConfig) -> EmbeddedPostgres | None:
-    """The embedded Postgres (not started) when no database URL is given."""
-    if config.database_url is not None:
-        return None
-    listen = split_address("db_listen", config.db_listen) if config.db_listen else None
-    return EmbeddedPostgres(Path(config.data_dir) / "postgres", listen=listen)
-
-
-class StopSignals:
-    """SIGTERM/SIGINT set ``event`` while installed. Installed *before* ``Processor.start()`` so that a
-    signal during initdb or migrations stops the start in order (see ``Processor.start``) instead of
-    killing the process with the embedded Postgres it just started left running."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.received: list[int] = []
-        self._previous: dict[int, Any] = {}
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.received[0]).name if self.received else "stop"
-
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self.received.append(signum)
-        self.event.set()
-
-    def __enter__(self) -> StopSignals:
-        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def grafana_hint(config: ProcessorConfig) -> str | None:
-    """What to enter in a Grafana Postgres datasource to read the embedded database, when it listens
-    on TCP (``db_listen``); None otherwise."""
-    if config.db_listen is None or config.database_url is not None:
-        return None
-    host, port = split_address("db_listen", config.db_listen)
-    password = ("the --reader-password you set" if config.reader_password else
-                "none yet: set --reader-password or OTEL_CHATBOT_READER_PASSWORD to let it log in")
-    return (f"Grafana Postgres datasource: host {host}:{port}  database postgres  user {READER_ROLE}  "
-            f"password: {password}  TLS/SSL mode: disable")
 
 
 class Processor:
@@ -216,7 +160,7 @@ class Processor:
                                                 interval_s=_RETENTION_INTERVAL_S)
             self._retention.start()
         auth = BearerAuth(config.auth_token)
-        redact = _redactor(config) if config.redact else None
+        redact = build_redactor(config) if config.redact else None
         writers = [BatchWriter(self._url, pending_feedback_max=config.pending_feedback_max,
                                settle_seconds=config.turn_settle_seconds)
                    for _ in range(config.writers)]
@@ -227,7 +171,7 @@ class Processor:
             max_rows=config.pending_feedback_max, interval_s=sweep_interval(config.pending_feedback_max_age),
             on_expired=self.metrics.feedback_expired, on_outcomes_expired=self.metrics.outcomes_expired)
         self._sweeper.start()
-        self._judge = _online_judge(config, self._url, self.metrics, prices)
+        self._judge = online_judge(config, self._url, self.metrics, prices)
         self._pipeline = Pipeline(writers, self.metrics,
                                   queue_max_spans=config.queue_max_spans,
                                   write_batch_spans=config.write_batch_spans,
@@ -277,7 +221,7 @@ class Processor:
 
     def _stop(self, timeout: float) -> None:
         # One deadline for every stage (not ``timeout`` each in turn): SIGTERM is done within it.
-        left = _Deadline(timeout)
+        left = Deadline(timeout)
         pipeline, http, grpc_ = self._pipeline, self._http, self._grpc
         if pipeline is not None:
             pipeline.close_intake()
@@ -347,60 +291,3 @@ class Processor:
         return ReviewPage(self._need(self._api_pool).connection, auth).mount()
 
 
-class _Deadline:
-    """Seconds left until a deadline set at creation (never negative)."""
-
-    def __init__(self, seconds: float) -> None:
-        self._at = time.monotonic() + seconds
-
-    def __call__(self) -> float:
-        return max(0.0, self._at - time.monotonic())
-
-
-def sweep_interval(max_age_s: float) -> float:
-    """How often expired pending feedback is swept: a quarter of its age limit, at most every 30 s."""
-    return min(max(max_age_s / 4, 0.05), 30.0)
-
-
-def _online_judge(config: ProcessorConfig, url: str, metrics: ProcessorMetrics, prices: PriceTable) -> Any:
-    """The started online judge, or None when judge_sample_rate is 0 (quality/ imported only then)."""
-    if config.judge_sample_rate <= 0:
-        return None
-    from otel_chatbot.quality.llm import JudgeUnavailable
-    from otel_chatbot.quality.online import build_online_judge
-
-    try:
-        judge = build_online_judge(config, url, metrics, prices)
-    except JudgeUnavailable as exc:
-        raise ConfigError(f"judge_sample_rate: {exc}") from None
-    if judge is not None:
-        judge.start()
-    return judge
-
-
-def _redactor(config: ProcessorConfig) -> Any:
-    from otel_chatbot.privacy import Redactor
-
-    finders = []
-    if config.redact_ner:
-        from otel_chatbot.privacy.ner import NerFinder, NerUnavailable
-
-        try:
-            finders.append(NerFinder(config.redact_ner_model))
-        except NerUnavailable as exc:
-            raise ConfigError(str(exc)) from None
-    return Redactor(pseudonym_key=config.pseudonym_key, extra_finders=finders)
-
-
-def run_until_signal(processor: Processor, timeout: float | None = None,
-                     signals: StopSignals | None = None) -> int:
-    """Serve until SIGTERM/SIGINT, then drain (commit what is queued) and return 0. ``signals``: the
-    handlers already installed before the start (else they are installed here)."""
-    with contextlib.ExitStack() as stack:
-        if signals is None:
-            signals = stack.enter_context(StopSignals())
-        while not signals.event.wait(1.0):
-            pass
-        _log.info("received %s: draining", signals.name)
-        processor.shutdown(timeout if timeout is not None else processor.config.shutdown_timeout)
-    return 0

@@ -8,32 +8,36 @@ the key they are about, so a typo in a 40-line config file is found at once.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import json
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from otel_chatbot.processor.config_sources import (
+    ENV_PREFIX,
+    ConfigError,
+    at_least,
+    check_database_url,
+    check_known,
+    coerce,
+    env_name,
+    parse_size,
+    read_mapping_file,
+    split_address,
+    unknown_variables_of,
+)
 
-ENV_PREFIX = "OTEL_CHATBOT_"
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3,
-               "gib": 1024**3}
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
+# Names importable from here (the sources' helpers live in config_sources).
+__all__ = ["ENV_PREFIX", "FIELDS", "OTHER_VARIABLES", "ConfigError", "ProcessorConfig", "default_data_dir",
+           "default_workers", "env_name", "load_config", "parse_size", "read_config_file", "split_address",
+           "unknown_variables"]
+
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 _HTTP_URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 _GRPC_MAX_MESSAGE = 2**31 - 1  # grpcio takes an int32
-
-
-class ConfigError(ValueError):
-    """A setting is invalid; the message starts with the key."""
 
 
 def default_data_dir() -> Path:
@@ -147,7 +151,7 @@ class ProcessorConfig:
                 raise ConfigError(f"{key}: port {port} is also used by {ports[port]}")
             ports[port] = key
         if self.database_url is not None:
-            _check_database_url(self.database_url)
+            check_database_url(self.database_url)
         if self.db_listen is not None:
             if self.database_url is not None:
                 raise ConfigError("db_listen: only applies to the embedded Postgres; unset database_url "
@@ -183,26 +187,26 @@ class ProcessorConfig:
             if origin != "*" and not _ORIGIN_RE.match(origin):
                 raise ConfigError(f"cors_origins: expected '*' or origins like https://chat.example.com, "
                                   f"got {origin!r}")
-        _at_least("max_body_bytes", self.max_body_bytes, 1024)
+        at_least("max_body_bytes", self.max_body_bytes, 1024)
         if self.max_body_bytes > _GRPC_MAX_MESSAGE:
             raise ConfigError(f"max_body_bytes: at most {_GRPC_MAX_MESSAGE}, got {self.max_body_bytes}")
-        _at_least("queue_max_spans", self.queue_max_spans, 1)
-        _at_least("write_batch_spans", self.write_batch_spans, 1)
-        _at_least("writers", self.writers, 1)
+        at_least("queue_max_spans", self.queue_max_spans, 1)
+        at_least("write_batch_spans", self.write_batch_spans, 1)
+        at_least("writers", self.writers, 1)
         if self.writers > 16:
             raise ConfigError(f"writers: at most 16, got {self.writers}")
-        _at_least("workers", self.workers, 1)
+        at_least("workers", self.workers, 1)
         if self.workers > 64:
             raise ConfigError(f"workers: at most 64, got {self.workers}")
-        _at_least("label_cap", self.label_cap, 1)
-        _at_least("grpc_workers", self.grpc_workers, 1)
-        _at_least("max_inflight_bytes", self.max_inflight_bytes, 1024)
-        _at_least("grpc_max_concurrent_rpcs", self.grpc_max_concurrent_rpcs, 1)
+        at_least("label_cap", self.label_cap, 1)
+        at_least("grpc_workers", self.grpc_workers, 1)
+        at_least("max_inflight_bytes", self.max_inflight_bytes, 1024)
+        at_least("grpc_max_concurrent_rpcs", self.grpc_max_concurrent_rpcs, 1)
         if not self.pending_feedback_max_age > 0:
             raise ConfigError(f"pending_feedback_max_age: expected a positive number of seconds, "
                               f"got {self.pending_feedback_max_age}")
-        _at_least("pending_feedback_max", self.pending_feedback_max, 1)
-        _at_least("api_pool_size", self.api_pool_size, 1)
+        at_least("pending_feedback_max", self.pending_feedback_max, 1)
+        at_least("api_pool_size", self.api_pool_size, 1)
         if self.api_pool_size > 64:
             raise ConfigError(f"api_pool_size: at most 64, got {self.api_pool_size}")
         if not self.shutdown_timeout > 0:
@@ -226,7 +230,7 @@ class ProcessorConfig:
                               f"got {self.judge_base_url!r}")
         if not self.judge_model:
             raise ConfigError("judge_model: must be non-empty")
-        _at_least("judge_queue_max", self.judge_queue_max, 1)
+        at_least("judge_queue_max", self.judge_queue_max, 1)
         if not 0 <= self.judge_groundedness_threshold <= 10:
             raise ConfigError(f"judge_groundedness_threshold: expected a score between 0 and 10, "
                               f"got {self.judge_groundedness_threshold}")
@@ -254,10 +258,6 @@ FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fiel
 _OPTIONAL = frozenset(name for name, f in FIELDS.items() if str(f.type).endswith("| None"))
 
 
-def env_name(key: str) -> str:
-    return ENV_PREFIX + key.upper()
-
-
 # OTEL_CHATBOT_* variables that are not processor settings: read by the SDK in the app, or by the
 # quality commands. Anything else with the prefix is most likely a misspelt setting.
 OTHER_VARIABLES = frozenset({
@@ -272,18 +272,7 @@ def unknown_variables(env: Mapping[str, str]) -> list[str]:
     """One warning per ``OTEL_CHATBOT_*`` variable that no part of otel-chatbot reads, naming the
     closest setting. A warning, not an error: the environment is shared with the app side, and a
     newer SDK may read variables this processor does not know."""
-    known = {env_name(key) for key in FIELDS} | OTHER_VARIABLES
-    warnings = []
-    for name in sorted(env):
-        if name.startswith(ENV_PREFIX) and name not in known:
-            # Compared without the shared prefix, which would make every name look close.
-            suffixes = {k.removeprefix(ENV_PREFIX): k for k in known}
-            close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), sorted(suffixes), n=1,
-                                              cutoff=0.7)
-            hint = (f"; did you mean {suffixes[close[0]]}?" if close
-                    else f"; settings are {ENV_PREFIX}<KEY> of `serve --help`")
-            warnings.append(f"ignoring unknown variable {name}{hint}")
-    return warnings
+    return unknown_variables_of(env, {env_name(key) for key in FIELDS} | OTHER_VARIABLES)
 
 
 def load_config(flags: Mapping[str, object], env: Mapping[str, str],
@@ -297,123 +286,19 @@ def load_config(flags: Mapping[str, object], env: Mapping[str, str],
         if raw is not None and raw != "":
             values[key] = raw
     for key, value in flags.items():
-        _known(key, "flag")
+        check_known(key, "flag", FIELDS)
         if value is not None:
             values[key] = value
-    typed = {key: _coerce(key, value) for key, value in values.items()}
-    config = ProcessorConfig(**typed)  # type: ignore[arg-type]  # types checked by _coerce
+    typed = {key: coerce(key, str(FIELDS[key].type), key in _OPTIONAL, value)
+             for key, value in values.items()}
+    config = ProcessorConfig(**typed)  # type: ignore[arg-type]  # types checked by coerce
     config.validate()
     return config
 
 
 def read_config_file(path: Path) -> dict[str, object]:
     """A YAML, TOML or JSON mapping of field names (``-`` may stand for ``_``)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"config: cannot read {str(path)!r}: {exc.strerror or exc}") from None
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".toml":
-            data: object = tomllib.loads(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        else:
-            data = yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
-        kind = suffix.lstrip(".").upper() if suffix in (".toml", ".json") else "YAML"
-        raise ConfigError(f"config: {str(path)!r} is not valid {kind}: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config: {str(path)!r} must hold a mapping of settings, got {type(data).__name__}")
-    out: dict[str, object] = {}
-    for raw_key, value in data.items():
-        key = str(raw_key).replace("-", "_")
-        _known(key, "config file key")
-        out[key] = value
-    return out
-
-
-def _known(key: str, what: str) -> None:
-    if key not in FIELDS:
-        close = difflib.get_close_matches(key, FIELDS, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError(f"unknown {what} {key!r}{hint}")
-
-
-def _coerce(key: str, value: object) -> object:
-    kind = FIELDS[key].type
-    if key in _OPTIONAL and value in (None, ""):
-        return None
-    if kind == "int":
-        return parse_size(key, value) if key in ("max_body_bytes", "max_inflight_bytes") else _int(key, value)
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        try:
-            return float(value)
-        except ValueError:
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if kind in ("Path", "Path | None"):
-        if not isinstance(value, str | os.PathLike):
-            raise ConfigError(f"{key}: expected a path, got {value!r}")
-        return Path(value).expanduser()
-    if not isinstance(value, str):
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    return value.strip().lower() if key == "log_level" else value.strip()
-
-
-def _int(key: str, value: object) -> int:
-    if isinstance(value, bool):
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    raise ConfigError(f"{key}: expected an integer, got {value!r}")
-
-
-def parse_size(key: str, value: object) -> int:
-    """Bytes from an int or a string like ``16MiB`` / ``500kb``."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    match = _SIZE_RE.match(value) if isinstance(value, str) else None
-    if match is None or match.group(2).lower() not in _SIZE_UNITS:
-        raise ConfigError(f"{key}: expected a size in bytes such as 16777216 or 16MiB, got {value!r}")
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
-
-
-def _at_least(key: str, value: int, minimum: int) -> None:
-    if value < minimum:
-        raise ConfigError(f"{key}: expected an integer >= {minimum}, got {value}")
-
-
-def split_address(key: str, value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (IPv6 as ``[::1]:4318``) → (host, port); port 0 means "any free port"."""
-    host, sep, port_text = value.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535 or any(
-            c.isspace() or c in "/[]" for c in host):
-        raise ConfigError(f"{key}: expected HOST:PORT, got {value!r}")
-    return host, int(port_text)
-
-
-def _check_database_url(url: str) -> None:
-    scheme, sep, _rest = url.partition("://")
-    if sep:
-        if scheme not in ("postgresql", "postgres"):
-            # Never echo the URL: it may carry a password.
-            raise ConfigError(f"database_url: expected a postgresql:// URL, got a {scheme}:// URL")
-    elif "=" not in url:
-        raise ConfigError("database_url: expected a postgresql:// URL or a libpq key=value string")
+    values = read_mapping_file(path)
+    for key in values:
+        check_known(key, "config file key", FIELDS)
+    return values

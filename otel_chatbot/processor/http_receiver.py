@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import orjson
 import uvicorn
-from google.rpc.status_pb2 import Status  # type: ignore[import-untyped]
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -30,91 +26,46 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from otel_chatbot import semconv as sc
 from otel_chatbot.errors import InternalError, PermanentError, RetryableError, Unavailable
 from otel_chatbot.processor.auth import BearerAuth
 from otel_chatbot.processor.decode import (
     JSON,
-    PROTOBUF,
     DecodeError,
     UnsupportedContentType,
-    is_protobuf,
     logs_response,
     media_type,
     parse_logs,
     parse_traces,
     traces_response,
 )
+from otel_chatbot.processor.feedback_api import FeedbackRequestError, feedback_row
+from otel_chatbot.processor.http_body import decompress, read_body
+from otel_chatbot.processor.http_errors import (
+    INTERNAL,
+    UNAUTHORISED,
+    UNAVAILABLE,
+    HttpError,
+    error_response,
+    http_exception,
+    otlp_response,
+)
 from otel_chatbot.processor.inflight import InflightBytes
+from otel_chatbot.processor.listeners import bind_socket
 from otel_chatbot.processor.normalise import Redact, normalise_logs, normalise_traces
 from otel_chatbot.processor.outcomes_api import OutcomeRequestError, outcome_row
 from otel_chatbot.processor.pipeline import Pipeline
 from otel_chatbot.processor.pricing import PriceTable
-from otel_chatbot.records import FeedbackRow, NormalisedBatch
+from otel_chatbot.records import NormalisedBatch
+
+__all__ = ["HttpError", "HttpReceiver", "ReadyCheck", "TurnExists", "bind_socket", "decompress",
+           "error_response"]
 
 _log = logging.getLogger(__name__)
 
 _TRANSPORT = "http"
-# google.rpc.Code values carried in the Status body
-_INVALID_ARGUMENT, _RESOURCE_EXHAUSTED, _INTERNAL, _UNAUTHENTICATED, _UNAVAILABLE = 3, 8, 13, 16, 14
-# The google.rpc.Code that matches an HTTP status (google/rpc/code.proto's HTTP mapping), so a body's
-# code never contradicts its status (a 404 saying INVALID_ARGUMENT).
-_CODE_OF_STATUS = {400: _INVALID_ARGUMENT, 401: _UNAUTHENTICATED, 403: 7, 404: 5, 405: 12,
-                   413: _RESOURCE_EXHAUSTED, 415: _INVALID_ARGUMENT, 429: _RESOURCE_EXHAUSTED,
-                   500: _INTERNAL, 503: _UNAVAILABLE}
-_MAX_TURN_ID = 256
-_MAX_COMMENT = 10_000
 
 ReadyCheck = Callable[[], tuple[bool, str]]
 TurnExists = Callable[[str], bool]
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, message: str, code: int | None = None,
-                 retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code if code is not None else _CODE_OF_STATUS.get(status, _INVALID_ARGUMENT)
-        self.retry_after = retry_after
-
-
-def error_response(error: HttpError, content_type: str) -> Response:
-    """A google.rpc.Status body: protobuf for protobuf requests, JSON otherwise."""
-    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
-    message = str(error)
-    if is_protobuf(content_type):
-        body = Status(code=error.code, message=message).SerializeToString()
-        return Response(body, error.status, headers, media_type=PROTOBUF)
-    return Response(orjson.dumps({"code": error.code, "message": message}), error.status, headers,
-                    media_type=JSON)
-
-
-def decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """Gunzip/inflate ``body``, refusing (413) output beyond ``limit`` bytes: gzip bombs stay small."""
-    encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
-        return body
-    if encoding not in ("gzip", "x-gzip", "deflate"):
-        raise HttpError(415, f"unsupported Content-Encoding {encoding!r}: expected gzip, deflate or none")
-    wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
-    out: list[bytes] = []
-    size = 0
-    data = body
-    try:
-        while data:
-            inflater = zlib.decompressobj(wbits)
-            chunk = inflater.decompress(data, limit + 1 - size)
-            size += len(chunk)
-            out.append(chunk)
-            if size > limit or inflater.unconsumed_tail:
-                raise HttpError(413, f"decompressed body exceeds the limit of {limit} bytes",
-                                _RESOURCE_EXHAUSTED)
-            if not inflater.eof:
-                raise HttpError(400, f"{encoding} body is truncated")
-            data = inflater.unused_data  # concatenated gzip members
-    except zlib.error as exc:
-        raise HttpError(400, f"body is not valid {encoding}: {exc}") from None
-    return b"".join(out)
 
 
 class HttpReceiver:
@@ -150,7 +101,7 @@ class HttpReceiver:
                                  allow_headers=["authorization", "content-type", "content-encoding"],
                                  max_age=600)] if cors_origins else []
         # Unknown paths and methods answer like every other error: a Status body with a message.
-        handlers = {404: _http_exception, 405: _http_exception}
+        handlers = {404: http_exception, 405: http_exception}
         self.app = Starlette(middleware=middleware, exception_handlers=handlers, routes=[
             Route("/v1/traces", self._traces, methods=["POST"]),
             Route("/v1/logs", self._logs, methods=["POST"]),
@@ -207,47 +158,10 @@ class HttpReceiver:
     # --- auth and body ---------------------------------------------------------------------------
     def _check_auth(self, request: Request) -> None:
         if not self._auth.check(request.headers.get("authorization")):
-            raise HttpError(401, _UNAUTHORISED)
+            raise HttpError(401, UNAUTHORISED)
 
     async def _body(self, request: Request, held: list[int] | None = None) -> bytes:
-        """The (inflated) body. With ``held``, its bytes are counted in the in-flight budget as they
-        arrive (429 beyond it) and added to ``held[0]``, which the caller releases."""
-        length = request.headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                raise HttpError(400, f"invalid Content-Length {length!r}")
-            if int(length) > self._max:
-                raise HttpError(413, f"body of {length} bytes exceeds the limit of {self._max} bytes",
-                                _RESOURCE_EXHAUSTED)
-            if held is not None and not self._inflight.try_acquire(int(length)):
-                async for _chunk in request.stream():
-                    pass  # read and drop it (nothing held), so the client gets the answer, not a reset
-                raise HttpError(429, self._inflight.refusal(int(length)), _RESOURCE_EXHAUSTED, 1)
-            if held is not None:
-                held[0] += int(length)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self._max:  # chunked uploads have no Content-Length: count while reading
-                raise HttpError(413, f"body exceeds the limit of {self._max} bytes", _RESOURCE_EXHAUSTED)
-            if held is not None and length is None:
-                self._hold(held, len(chunk))
-            chunks.append(chunk)
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        encoding = request.headers.get("content-encoding", "")
-        if encoding.strip().lower() in ("", "identity"):
-            return body
-        # Off the event loop: inflating 32 MiB takes long enough to stall /healthz and every other request.
-        inflated = await asyncio.to_thread(decompress, body, encoding, self._max)
-        if held is not None:
-            self._hold(held, len(inflated))
-        return inflated
-
-    def _hold(self, held: list[int], n: int) -> None:
-        if not self._inflight.try_acquire(n):
-            raise HttpError(429, self._inflight.refusal(n), _RESOURCE_EXHAUSTED, 1)
-        held[0] += n
+        return await read_body(request, self._max, self._inflight, held)
 
     async def _commit(self, batch: NormalisedBatch) -> None:
         try:
@@ -255,11 +169,11 @@ class HttpReceiver:
             await asyncio.wrap_future(future)
         except RetryableError as exc:
             status = 503 if isinstance(exc, Unavailable) else 429
-            raise HttpError(status, str(exc), _UNAVAILABLE, exc.retry_after) from None
+            raise HttpError(status, str(exc), UNAVAILABLE, exc.retry_after) from None
         except PermanentError as exc:
             raise HttpError(400, str(exc)) from None
         except InternalError as exc:  # logged by the pipeline where it happened
-            raise HttpError(500, str(exc), _INTERNAL) from None
+            raise HttpError(500, str(exc), INTERNAL) from None
 
     # --- OTLP ------------------------------------------------------------------------------------
     async def _receive(self, request: Request, content_type: str,
@@ -286,7 +200,7 @@ class HttpReceiver:
             raise HttpError(400, str(exc)) from None
         except Exception as exc:  # a bug in decode/normalise, not the client's fault
             _log.exception("internal error while decoding a request")
-            raise HttpError(500, f"internal error while decoding: {exc!r}", _INTERNAL) from None
+            raise HttpError(500, f"internal error while decoding: {exc!r}", INTERNAL) from None
         await self._commit(batch)
         return batch
 
@@ -302,7 +216,7 @@ class HttpReceiver:
             batch = await self._receive(request, content_type, self._decode_traces)
         except HttpError as exc:
             return error_response(exc, content_type)
-        return _otlp_response(traces_response(batch.invalid_feedback, batch.invalid_outcomes), content_type,
+        return otlp_response(traces_response(batch.invalid_feedback, batch.invalid_outcomes), content_type,
                               "rejectedSpans", 0)
 
     async def _logs(self, request: Request) -> Response:
@@ -312,7 +226,7 @@ class HttpReceiver:
         except HttpError as exc:
             return error_response(exc, content_type)
         rejected = batch.invalid_feedback + batch.invalid_outcomes
-        return _otlp_response(logs_response(batch.invalid_feedback, batch.invalid_outcomes), content_type,
+        return otlp_response(logs_response(batch.invalid_feedback, batch.invalid_outcomes), content_type,
                               "rejectedLogRecords", rejected)
 
     # --- API -------------------------------------------------------------------------------------
@@ -321,7 +235,10 @@ class HttpReceiver:
             self._check_auth(request)
             if media_type(request.headers.get("content-type", JSON)) != JSON:
                 raise HttpError(415, "expected Content-Type application/json")
-            row = self._feedback_row(await self._body(request))
+            try:
+                row = feedback_row(await self._body(request), self._redact)
+            except FeedbackRequestError as exc:
+                raise HttpError(400, str(exc)) from None
             stored = await asyncio.to_thread(self._turn_exists, row.turn_id)
             # Either way the writer decides under the turn's lock: a turn not stored yet (its app's
             # exporter still holds it) gets the rating when it arrives, or it expires.
@@ -330,7 +247,7 @@ class HttpReceiver:
             return error_response(exc, JSON)
         except Exception as exc:  # turn lookup failed: the database is down
             _log.warning("feedback: turn lookup failed: %s", exc)
-            return error_response(HttpError(503, "database unavailable", _UNAVAILABLE, 5), JSON)
+            return error_response(HttpError(503, "database unavailable", UNAVAILABLE, 5), JSON)
         body = {"turn_id": row.turn_id, "rating": row.rating, "stored": stored, "pending": not stored}
         return Response(orjson.dumps(body), 200 if stored else 202, media_type=JSON)
 
@@ -351,81 +268,18 @@ class HttpReceiver:
             return error_response(exc, JSON)
         except Exception as exc:  # turn lookup failed: the database is down
             _log.warning("outcome: turn lookup failed: %s", exc)
-            return error_response(HttpError(503, "database unavailable", _UNAVAILABLE, 5), JSON)
+            return error_response(HttpError(503, "database unavailable", UNAVAILABLE, 5), JSON)
         body = {"session_id": row.session_id, "turn_id": row.turn_id, "kind": row.kind, "stored": stored,
                 "pending": not stored}
         return Response(orjson.dumps(body), 200 if stored else 202, media_type=JSON)
 
-    def _feedback_row(self, body: bytes) -> FeedbackRow:
-        try:
-            data: Any = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise HttpError(400, f"body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise HttpError(400, "body must be a JSON object {turn_id, rating, comment?}")
-        turn_id, rating, comment = data.get("turn_id"), data.get("rating"), data.get("comment")
-        if not isinstance(turn_id, str) or not turn_id.strip() or len(turn_id) > _MAX_TURN_ID:
-            raise HttpError(400, f"turn_id: expected a non-empty string of at most {_MAX_TURN_ID} characters")
-        if rating not in sc.FEEDBACK_RATINGS:
-            raise HttpError(400, f"rating: expected 'up' or 'down', got {rating!r}")
-        if comment is not None and (not isinstance(comment, str) or len(comment) > _MAX_COMMENT):
-            raise HttpError(400, f"comment: expected a string of at most {_MAX_COMMENT} characters")
-        if comment is not None:
-            comment = comment.replace("\x00", "")
-            if self._redact is not None:
-                comment = self._redact(comment)
-        return FeedbackRow(turn_id.strip(), rating, comment or None, "api", time.time_ns())
-
     async def _healthz(self, request: Request) -> Response:
         if not self._health_public and not self._auth.check(request.headers.get("authorization")):
-            return error_response(HttpError(401, _UNAUTHORISED), JSON)
+            return error_response(HttpError(401, UNAUTHORISED), JSON)
         return Response(b"ok\n", 200, media_type="text/plain")
 
     async def _readyz(self, request: Request) -> Response:
         if not self._health_public and not self._auth.check(request.headers.get("authorization")):
-            return error_response(HttpError(401, _UNAUTHORISED), JSON)
+            return error_response(HttpError(401, UNAUTHORISED), JSON)
         ready, reason = await asyncio.to_thread(self._ready_check)
         return Response((reason + "\n").encode(), 200 if ready else 503, media_type="text/plain")
-
-
-_EMPTY_JSON = b"{}"
-_UNAUTHORISED = "missing or invalid bearer token (Authorization: Bearer <token>)"
-
-
-async def _http_exception(request: Request, exc: Exception) -> Response:
-    status = getattr(exc, "status_code", 404)
-    message = (f"no such endpoint {request.url.path!r}" if status == 404
-               else f"method {request.method} not allowed on {request.url.path!r}")
-    response = error_response(HttpError(status, message), request.headers.get("content-type", ""))
-    if status == 405 and getattr(exc, "headers", None):
-        response.headers.update(exc.headers)  # type: ignore[attr-defined]
-    return response
-
-
-def _otlp_response(message: Any, content_type: str, rejected_key: str, rejected: int) -> Response:
-    if is_protobuf(content_type):
-        return Response(message.SerializeToString(), 200, media_type=PROTOBUF)
-    if not message.HasField("partial_success"):
-        return Response(_EMPTY_JSON, 200, media_type=JSON)
-    partial = {rejected_key: rejected, "errorMessage": message.partial_success.error_message}
-    return Response(orjson.dumps({"partialSuccess": partial}), 200, media_type=JSON)
-
-
-def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
-    """A listening TCP socket (port 0 → a free port); bind errors surface here, in start().
-
-    ``reuse_port``: SO_REUSEPORT, so worker processes listen on one port and the kernel spreads the
-    connections between them."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.listen(1024)
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
-    return sock

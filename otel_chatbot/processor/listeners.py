@@ -1,4 +1,4 @@
-"""Listening sockets of the processor: TLS context, and bind failures turned into errors that say what
+"""Listening sockets of the processor: binding them, TLS context, and bind failures turned into errors that say what
 to change (a port in use, an address that is not this machine's, a privileged port)."""
 
 from __future__ import annotations
@@ -62,3 +62,23 @@ def _probe_bind(host: str, port: int) -> int | None:
     except OSError as exc:
         return exc.errno
     return None
+
+
+def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket (port 0 → a free port); bind errors surface here, in start().
+
+    ``reuse_port``: SO_REUSEPORT, so worker processes listen on one port and the kernel spreads the
+    connections between them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock

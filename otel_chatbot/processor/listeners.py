@@ -1,5 +1,5 @@
-"""Listening sockets of the processor: binding them, TLS context, and bind failures turned into errors that say what
-to change (a port in use, an address that is not this machine's, a privileged port)."""
+"""Listening sockets of the processor: binding them, TLS context, and bind failures turned into errors
+that say what to change (a port in use, an address that is not this machine's, a privileged port)."""
 
 from __future__ import annotations
 

@@ -57,6 +57,10 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("pending_feedback_max", "N", "most feedback events waiting for their turn at once (default 10000)"),
     ("api_pool_size", "N", "database connections of the HTTP API and /readyz (default 4)"),
     ("shutdown_timeout", "SECONDS", "how long SIGTERM waits for queued data to commit (default 30)"),
+    ("statement_timeout", "SECONDS", "longest database statement of the writer and the HTTP API before "
+                                     "Postgres cancels it and the request gets 503 (default 30; 0: none)"),
+    ("request_timeout", "SECONDS", "longest a request waits for its commit before a retryable 503 / "
+                                   "UNAVAILABLE (default 30)"),
     ("turn_settle_seconds", "SECONDS", "count a turn in the chat metrics once no span of its trace changed "
                                        "it for this long (default 10; 0: at commit)"),
     ("log_level", "LEVEL", "debug, info, warning or error (default info)"),

@@ -36,6 +36,13 @@ class Unavailable(RetryableError):
     reason = "database_unavailable"
 
 
+class CommitTimeout(Unavailable):
+    """The request's data was not committed within ``request_timeout`` (a slow or stuck database): 503.
+    If its write still commits later, the client's retry is a no-op (writes are idempotent)."""
+
+    reason = "timeout"
+
+
 class PermanentError(Exception):
     """The data of this request is refused and would be refused again."""
 

@@ -162,9 +162,11 @@ class Processor:
         auth = BearerAuth(config.auth_token)
         redact = build_redactor(config) if config.redact else None
         writers = [BatchWriter(self._url, pending_feedback_max=config.pending_feedback_max,
-                               settle_seconds=config.turn_settle_seconds)
+                               settle_seconds=config.turn_settle_seconds,
+                               statement_timeout=config.statement_timeout)
                    for _ in range(config.writers)]
-        self._api_pool = ApiPool(self._url, max_size=config.api_pool_size)
+        self._api_pool = ApiPool(self._url, max_size=config.api_pool_size,
+                                 statement_timeout=config.statement_timeout)
         self._api_pool.start()
         self._sweeper = PendingFeedbackSweeper(
             self._api_pool.connection, max_age_s=config.pending_feedback_max_age,
@@ -193,7 +195,8 @@ class Processor:
         self._grpc = GrpcReceiver(host, port, self._pipeline, prices=prices, auth=auth,
                                   max_body_bytes=config.max_body_bytes, workers=config.grpc_workers,
                                   redact=redact, reuse_port=self._reuse_port, tls_files=tls_files,
-                                  inflight=inflight, max_concurrent_rpcs=config.grpc_max_concurrent_rpcs)
+                                  inflight=inflight, max_concurrent_rpcs=config.grpc_max_concurrent_rpcs,
+                                  request_timeout=config.request_timeout)
         with _listening("otlp_grpc", config.otlp_grpc):
             self._grpc.start()
         self._step()
@@ -204,7 +207,8 @@ class Processor:
                                   graceful_timeout=config.shutdown_timeout,
                                   cors_origins=config.cors_origin_list, inflight=inflight,
                                   extra_routes=[self._review_page()], reuse_port=self._reuse_port,
-                                  health_public=config.health_public, tls_files=tls_files)
+                                  health_public=config.health_public, tls_files=tls_files,
+                                  request_timeout=config.request_timeout)
         with _listening("otlp_http", config.otlp_http):
             self._http.start()
         host, port = self._metrics_address
@@ -242,12 +246,14 @@ class Processor:
         if self._metrics_server is not None:
             with contextlib.suppress(Exception):
                 self._metrics_server.shutdown()
+        # What is left of the deadline for each (a sweep or a retention run stuck on a lock is left
+        # behind: its thread is a daemon, its statement ends with statement_timeout or the process).
         if self._sweeper is not None:
-            self._sweeper.shutdown()
+            self._sweeper.shutdown(left())
         if self._api_pool is not None:
-            self._api_pool.shutdown()
+            self._api_pool.shutdown(left())
         if self._retention is not None:
-            self._retention.shutdown()
+            self._retention.shutdown(left())
         if self._embedded is not None:
             self._embedded.shutdown()
         self._pipeline = self._http = self._grpc = self._metrics_server = self._embedded = None

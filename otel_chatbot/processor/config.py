@@ -124,6 +124,13 @@ class ProcessorConfig:
     # Database connections shared by the HTTP API, /readyz and the pending-feedback sweeper.
     api_pool_size: int = 4
     shutdown_timeout: float = 30.0
+    # Longest one statement of the writer or of the HTTP API's pool (feedback lookups, /readyz, the
+    # review page) may run before Postgres cancels it (a lock held elsewhere, a stuck disk): the
+    # requests of that write are answered 503 and retried. 0: no limit.
+    statement_timeout: float = 30.0
+    # Longest a request waits for its commit; then it is answered 503 with Retry-After (HTTP) or
+    # UNAVAILABLE with RetryInfo (gRPC), and a write not started yet is skipped.
+    request_timeout: float = 30.0
     # Chat metrics count a turn once no span of its trace has changed it for this long, so that a
     # parent or child arriving a few batches later (BatchSpanProcessor exports every 5 s, per service)
     # is in the latency and flags observed. 0 counts at commit (later changes add only new flags).
@@ -212,6 +219,11 @@ class ProcessorConfig:
         if not self.shutdown_timeout > 0:
             raise ConfigError(f"shutdown_timeout: expected a positive number of seconds, "
                               f"got {self.shutdown_timeout}")
+        if not (self.statement_timeout == 0 or 0.1 <= self.statement_timeout <= 86_400):
+            raise ConfigError(f"statement_timeout: expected 0 (no limit) or 0.1 to 86400 seconds, "
+                              f"got {self.statement_timeout}")
+        if not 0.1 <= self.request_timeout <= 86_400:
+            raise ConfigError(f"request_timeout: expected 0.1 to 86400 seconds, got {self.request_timeout}")
         if not 0 <= self.turn_settle_seconds <= 3600:
             raise ConfigError(f"turn_settle_seconds: expected 0 to 3600 seconds, "
                               f"got {self.turn_settle_seconds}")

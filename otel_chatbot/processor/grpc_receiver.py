@@ -27,6 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from otel_chatbot.errors import InternalError, PermanentError, RetryableError
 from otel_chatbot.processor.auth import BearerAuth
+from otel_chatbot.processor.commit_wait import wait_for_commit
 from otel_chatbot.processor.decode import (
     PROTOBUF,
     DecodeError,
@@ -55,8 +56,10 @@ def _identity(data: bytes) -> bytes:
 class _Handlers:
     """Shared checks of both services."""
 
-    def __init__(self, pipeline: Pipeline, auth: BearerAuth, inflight: InflightBytes) -> None:
+    def __init__(self, pipeline: Pipeline, auth: BearerAuth, inflight: InflightBytes,
+                 request_timeout: float | None = None) -> None:
         self.pipeline = pipeline
+        self.request_timeout = request_timeout
         self.auth = auth
         self.inflight = inflight
 
@@ -94,7 +97,7 @@ class _Handlers:
 
     def commit(self, batch: NormalisedBatch, context: grpc.ServicerContext) -> None:
         try:
-            self.pipeline.submit(batch, _TRANSPORT).result()
+            wait_for_commit(self.pipeline.submit(batch, _TRANSPORT), self.request_timeout)
         except RetryableError as exc:
             abort_retryable(context, str(exc), exc.retry_after)
         except PermanentError as exc:
@@ -158,10 +161,12 @@ class GrpcReceiver:
     def __init__(self, host: str, port: int, pipeline: Pipeline, *, prices: PriceTable, auth: BearerAuth,
                  max_body_bytes: int, workers: int = 16, redact: Redact | None = None,
                  reuse_port: bool = False, tls_files: tuple[Path, Path] | None = None,
-                 inflight: InflightBytes | None = None, max_concurrent_rpcs: int | None = None) -> None:
+                 inflight: InflightBytes | None = None, max_concurrent_rpcs: int | None = None,
+                 request_timeout: float | None = None) -> None:
         self._bind = (host, port)
         self._reuse_port = reuse_port
-        self._handlers = _Handlers(pipeline, auth, inflight or InflightBytes(8 * max_body_bytes))
+        self._handlers = _Handlers(pipeline, auth, inflight or InflightBytes(8 * max_body_bytes),
+                                   request_timeout)
         self._max_concurrent_rpcs = max_concurrent_rpcs
         self._prices = prices
         self._redact = redact

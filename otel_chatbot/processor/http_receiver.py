@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 
 from otel_chatbot.errors import InternalError, PermanentError, RetryableError, Unavailable
 from otel_chatbot.processor.auth import BearerAuth
+from otel_chatbot.processor.commit_wait import wait_for_commit_async
 from otel_chatbot.processor.decode import (
     JSON,
     DecodeError,
@@ -77,8 +78,9 @@ class HttpReceiver:
                  graceful_timeout: float = 30.0, cors_origins: Sequence[str] = (),
                  extra_routes: Sequence[BaseRoute] = (), reuse_port: bool = False,
                  health_public: bool = True, tls_files: tuple[Path, Path] | None = None,
-                 inflight: InflightBytes | None = None) -> None:
+                 inflight: InflightBytes | None = None, request_timeout: float | None = None) -> None:
         self._bind = (host, port)
+        self._request_timeout = request_timeout
         self._reuse_port = reuse_port
         self._inflight = inflight or InflightBytes(8 * max_body_bytes)
         self._pipeline = pipeline
@@ -166,7 +168,7 @@ class HttpReceiver:
     async def _commit(self, batch: NormalisedBatch) -> None:
         try:
             future = self._pipeline.submit(batch, _TRANSPORT)
-            await asyncio.wrap_future(future)
+            await wait_for_commit_async(future, self._request_timeout)
         except RetryableError as exc:
             status = 503 if isinstance(exc, Unavailable) else 429
             raise HttpError(status, str(exc), UNAVAILABLE, exc.retry_after) from None

@@ -21,7 +21,14 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from otel_chatbot.errors import InternalError, PermanentError, QueueFull, RetryableError, Unavailable
+from otel_chatbot.errors import (
+    CommitTimeout,
+    InternalError,
+    PermanentError,
+    QueueFull,
+    RetryableError,
+    Unavailable,
+)
 from otel_chatbot.processor.metric_families import (
     OTHER,
     ChatCollector,
@@ -48,7 +55,7 @@ WRITE_BATCH_BUCKETS: Final = (1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 5
 # The self-metrics' label values (receivers and pipeline refusals), created at 0 at start.
 TRANSPORTS: Final = ("http", "grpc")
 REFUSAL_REASONS: Final = tuple(error.reason for error in (
-    RetryableError, QueueFull, Unavailable, PermanentError, InternalError))
+    RetryableError, QueueFull, Unavailable, CommitTimeout, PermanentError, InternalError))
 
 FEEDBACK_EXPIRY_REASONS: Final = ("age", "cap")
 

@@ -12,6 +12,9 @@ When a group fails (``PermanentError``, or ``Unavailable`` while the database st
 requests are committed one by one so only the one at fault fails; ``shutdown(timeout)`` keeps one
 deadline and cancels the write in progress at it (its requests get ``Unavailable``);
 any other exception is a bug: logged, and the group's requests fail with ``InternalError``.
+A request whose receiver stopped waiting (``request_timeout``, processor/commit_wait.py) has its future
+cancelled: still queued, it is skipped; being written, its answer is dropped. Either way it is counted
+refused with reason ``timeout``.
 Errors are those of ``otel_chatbot.errors`` (the receivers map them to status codes).
 """
 
@@ -25,7 +28,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Protocol
 
-from otel_chatbot.errors import InternalError, PermanentError, QueueFull, RetryableError, Unavailable
+from otel_chatbot.errors import (
+    CommitTimeout,
+    InternalError,
+    PermanentError,
+    QueueFull,
+    RetryableError,
+    Unavailable,
+)
 from otel_chatbot.records import CommitResult, NormalisedBatch
 
 _log = logging.getLogger(__name__)
@@ -235,12 +245,18 @@ class Pipeline:
                     return None
                 if not self._cond.wait(timeout):
                     return []
-            group = [self._queue.popleft()]
-            spans = group[0].size
-            while self._queue and spans + self._queue[0].size <= self._group_max:
+            group: list[_Item] = []
+            abandoned: list[_Item] = []
+            spans = 0
+            while self._queue and (not group or spans + self._queue[0].size <= self._group_max):
                 item = self._queue.popleft()
+                if item.future.cancelled():  # its request timed out: nobody waits for this write
+                    abandoned.append(item)
+                    continue
                 spans += item.size
                 group.append(item)
+        if abandoned:
+            self._resolve(abandoned, None, None)
         return group
 
     def _commit(self, group: list[_Item], writer: Writer) -> None:
@@ -331,7 +347,11 @@ class Pipeline:
             self._metrics.set_queue_depth(pending)
         accepted: dict[str, int] = {}
         for item in group:
-            if item.future.done():  # answered at the shutdown deadline, or cancelled by its receiver
+            if item.future.cancelled():  # its receiver stopped waiting (request_timeout): refused there
+                if count:
+                    self._metrics.spans_refused(len(item.batch.spans), item.transport, CommitTimeout.reason)
+                continue
+            if item.future.done():  # answered at the shutdown deadline
                 continue
             spans = len(item.batch.spans)
             try:

@@ -22,24 +22,33 @@ APPLICATION_NAME = "otel-chatbot-api"
 class ApiPool:
     """``start()`` opens the pool without waiting for the database; ``shutdown()`` is safe twice."""
 
-    def __init__(self, url: str, *, max_size: int, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, max_size: int, timeout: float = 5.0,
+                 statement_timeout: float = 0.0) -> None:
         if max_size < 1:
             raise ValueError(f"max_size: expected a positive integer, got {max_size!r}")
         self._timeout = timeout
+        # A statement stuck on a lock held elsewhere is cancelled by Postgres after this long (0: never),
+        # so a feedback lookup or a review page cannot hold a pooled connection for ever.
+        self._statement_timeout = f"{int(statement_timeout * 1000)}ms"
         # check_connection: a connection the server closed (restart, idle timeout) is replaced on
         # checkout instead of failing the request that drew it.
         self._pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=timeout,
                                     check=ConnectionPool.check_connection, name="otel-chatbot-api",
                                     kwargs={"autocommit": True, "application_name": APPLICATION_NAME,
-                                            "connect_timeout": max(1, int(timeout))})
+                                            "connect_timeout": max(1, int(timeout))},
+                                    configure=self._configure)
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute("SELECT set_config('statement_timeout', %s, false)", (self._statement_timeout,))
 
     def start(self) -> None:
         if self._pool.closed:
             self._pool.open(wait=False)
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Close the pool, waiting at most ``timeout`` seconds for connections in use."""
         if not self._pool.closed:
-            self._pool.close()
+            self._pool.close(timeout)
 
     @contextmanager
     def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:

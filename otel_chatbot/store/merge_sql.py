@@ -34,6 +34,8 @@ ANALYZE {SPAN_STAGE}, {TURN_STAGE};
 # into hot, cached partitions, which the default random_page_cost (tuned for spinning disks) prices
 # as if sequential scans of whole partitions were cheaper.
 WRITER_SESSION = "SET random_page_cost = 1.1"
+# For the session (committed with the connection's preparation); '0ms' turns the limit off.
+SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, false)"
 
 _SPAN_COLS = ", ".join(SPAN_COLUMNS)
 # Slow path of the span COPY (some spans already stored): learn which rows are new.

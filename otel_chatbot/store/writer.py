@@ -104,9 +104,11 @@ class BatchWriter:
     """Writes batches over one connection; not for concurrent use (use one writer per thread)."""
 
     def __init__(self, url: str, *, connect_timeout: float = 10.0, pending_feedback_max: int = 10_000,
-                 settle_seconds: float = 0.0) -> None:
+                 settle_seconds: float = 0.0, statement_timeout: float = 0.0) -> None:
         if not settle_seconds >= 0:
             raise ValueError(f"settle_seconds: expected a number >= 0, got {settle_seconds!r}")
+        # Postgres cancels a statement running longer (0: never); the write fails as Unavailable.
+        self._statement_timeout_ms = int(statement_timeout * 1000)
         self._url = url
         self._pending_feedback_max = pending_feedback_max
         self._connect_timeout = connect_timeout
@@ -360,6 +362,7 @@ class BatchWriter:
             raise Unavailable(f"cannot connect to the database: {exc}") from exc
         try:
             conn.execute(q.WRITER_SESSION)
+            conn.execute(q.SET_STATEMENT_TIMEOUT, (f"{self._statement_timeout_ms}ms",))
             conn.execute(q.CREATE_STAGING)
             known = {table: {(day - day_of_ns(0)).days for _, day in list_partitions(conn, table)}
                      for table in self._known_days}

@@ -13,8 +13,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
+import grpc
 import psutil
 import psycopg
+from google.rpc.error_details_pb2 import RetryInfo  # type: ignore[import-untyped]
 from tools import free_port, wait_for
 
 
@@ -24,6 +26,7 @@ class Serve:
     def __init__(self, database_url: str, *extra: str) -> None:
         self.database_url = database_url
         self.port = free_port()
+        self.grpc_port = free_port()
         self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
         self.peak_rss = 0
@@ -32,9 +35,13 @@ class Serve:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
     def start(self) -> None:
         cmd = [sys.executable, "-m", "otel_chatbot.cli", "serve", "--database-url", self.database_url,
-               "--otlp-http", f"127.0.0.1:{self.port}", "--otlp-grpc", "127.0.0.1:0",
+               "--otlp-http", f"127.0.0.1:{self.port}", "--otlp-grpc", f"127.0.0.1:{self.grpc_port}",
                "--metrics", "127.0.0.1:0", "--log-level", "warning", *self.extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -127,3 +134,20 @@ def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, float
     started = time.monotonic()
     rc = proc.wait(timeout)
     return rc, time.monotonic() - started
+
+
+_TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+def export_grpc(channel: grpc.Channel, body: bytes, timeout: float = 60) -> tuple[str, int | None]:
+    """One raw OTLP/gRPC trace Export: (status code name, RetryInfo delay in seconds or None)."""
+    call = channel.unary_unary(_TRACE_EXPORT, request_serializer=lambda b: b,
+                               response_deserializer=lambda b: b)
+    try:
+        call(body, timeout=timeout)
+    except grpc.RpcError as exc:
+        trailers = dict(exc.trailing_metadata() or ())  # type: ignore[attr-defined]
+        raw = trailers.get("google.rpc.retryinfo-bin")
+        delay = RetryInfo.FromString(raw).retry_delay.seconds if raw is not None else None
+        return exc.code().name, delay  # type: ignore[attr-defined]
+    return "OK", None

@@ -35,7 +35,8 @@ INVALID = {
     "bad_pending_age.yaml": "pending_feedback_max_age: expected a positive number of seconds, got 0.0",
     "no_pending_feedback.yaml": "pending_feedback_max: expected an integer >= 1, got 0",
     "too_big_api_pool.yaml": "api_pool_size: at most 64, got 100",
-    "bad_statement_timeout.yaml": "statement_timeout: expected 0 (no limit) or 0.1 to 86400 seconds, got 0.01",
+    "bad_statement_timeout.yaml": "statement_timeout: expected 0 (no limit) or 0.1 to 86400 seconds, "
+                                  "got 0.01",
     "bad_request_timeout.toml": "request_timeout: expected 0.1 to 86400 seconds, got 0.0",
 }
 

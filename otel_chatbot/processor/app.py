@@ -230,11 +230,19 @@ class Processor:
         if pipeline is not None:
             pipeline.close_intake()
         if http is not None:
-            http.stop_accepting()
+            # Requests still unanswered just before the deadline get 503 (the pipeline's drain and
+            # its cancel of a stuck write come first, at 0.8 of what is left).
+            http.stop_accepting(grace=left() * 0.9)
         grpc_stopped = grpc_.stop_accepting(left()) if grpc_ is not None else None
         if pipeline is not None:
             # Commits what is queued, resolves the waiting requests; keeps a little time for answering.
             pipeline.shutdown(left() * 0.8)
+        # Intake is closed: the API's lookups can only end in a 503 now. Cancelling what still runs on
+        # its pool (a lookup stuck on a lock) frees the threads the HTTP server waits for as it stops.
+        if self._sweeper is not None:
+            self._sweeper.shutdown(min(left(), 1.0))
+        if self._api_pool is not None:
+            self._api_pool.shutdown(min(left() * 0.5, 1.0))
         if http is not None:
             http.shutdown(left())
         if grpc_stopped is not None:
@@ -246,12 +254,8 @@ class Processor:
         if self._metrics_server is not None:
             with contextlib.suppress(Exception):
                 self._metrics_server.shutdown()
-        # What is left of the deadline for each (a sweep or a retention run stuck on a lock is left
-        # behind: its thread is a daemon, its statement ends with statement_timeout or the process).
-        if self._sweeper is not None:
-            self._sweeper.shutdown(left())
-        if self._api_pool is not None:
-            self._api_pool.shutdown(left())
+        # What is left of the deadline (a retention run stuck on a lock is left behind: its thread is a
+        # daemon, its statement ends with statement_timeout or with the process).
         if self._retention is not None:
             self._retention.shutdown(left())
         if self._embedded is not None:

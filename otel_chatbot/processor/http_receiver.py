@@ -14,7 +14,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import orjson
@@ -67,6 +67,7 @@ _TRANSPORT = "http"
 
 ReadyCheck = Callable[[], tuple[bool, str]]
 TurnExists = Callable[[str], bool]
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class HttpReceiver:
@@ -94,6 +95,7 @@ class HttpReceiver:
         self._health_public = health_public
         self._tls_files = tls_files
         self._server: uvicorn.Server | None = None
+        self._stopping = False
         self._thread: threading.Thread | None = None
         self._address: tuple[str, int] | None = None
         # CORS for browser callers (a chat widget posting feedback, the OpenTelemetry JS exporter);
@@ -105,10 +107,10 @@ class HttpReceiver:
         # Unknown paths and methods answer like every other error: a Status body with a message.
         handlers = {404: http_exception, 405: http_exception}
         self.app = Starlette(middleware=middleware, exception_handlers=handlers, routes=[
-            Route("/v1/traces", self._traces, methods=["POST"]),
-            Route("/v1/logs", self._logs, methods=["POST"]),
-            Route("/v1/feedback", self._feedback, methods=["POST"]),
-            Route("/v1/outcomes", self._outcomes, methods=["POST"]),
+            Route("/v1/traces", self._answered(self._traces), methods=["POST"]),
+            Route("/v1/logs", self._answered(self._logs), methods=["POST"]),
+            Route("/v1/feedback", self._answered(self._feedback), methods=["POST"]),
+            Route("/v1/outcomes", self._answered(self._outcomes), methods=["POST"]),
             Route("/healthz", self._healthz, methods=["GET"]),
             Route("/readyz", self._readyz, methods=["GET"]),
             *extra_routes,  # the review page and widget (otel_chatbot.ui), mounted under /ui
@@ -141,10 +143,27 @@ class HttpReceiver:
                 raise RuntimeError(f"the HTTP server on {self._bind[0]}:{self._bind[1]} failed to start")
             time.sleep(0.005)
 
-    def stop_accepting(self) -> None:
-        """Begin a graceful stop: close the listener, let in-flight requests finish."""
+    def stop_accepting(self, grace: float | None = None) -> None:
+        """Begin a graceful stop: close the listener, let in-flight requests finish; those still running
+        after ``grace`` seconds (default: the graceful timeout given at construction) are answered 503."""
+        self._stopping = True
         if self._server is not None:
+            if grace is not None:  # read by uvicorn when it begins the stop, just after should_exit
+                self._server.config.timeout_graceful_shutdown = grace  # type: ignore[assignment]
             self._server.should_exit = True
+
+    def _answered(self, handler: Endpoint) -> Endpoint:
+        """``handler``, answering 503 (retryable) when the stop cancels it: uvicorn cancels what still
+        runs at the end of its graceful timeout, and would answer a cancelled request 500."""
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except asyncio.CancelledError:
+                if not self._stopping:
+                    raise
+                error = HttpError(503, "the processor is shutting down", UNAVAILABLE, 1)
+                return error_response(error, request.headers.get("content-type", ""))
+        return endpoint
 
     def shutdown(self, timeout: float = 30.0) -> None:
         server, self._server = self._server, None

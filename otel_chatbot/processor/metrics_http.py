@@ -74,7 +74,9 @@ class MetricsServer:
         if self._tls is not None:
             server.socket = self._tls.wrap_socket(server.socket, server_side=True)
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="otel-chatbot-metrics", daemon=True)
+        # A short poll: shutdown() waits for the next one, and SIGTERM has a deadline.
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="otel-chatbot-metrics", daemon=True)
         self._thread.start()
 
     def shutdown(self) -> None:

@@ -6,6 +6,8 @@ probes reuses at most ``max_size`` server connections (each Postgres connection 
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +29,8 @@ class ApiPool:
         if max_size < 1:
             raise ValueError(f"max_size: expected a positive integer, got {max_size!r}")
         self._timeout = timeout
+        self._in_use: set[psycopg.Connection[Any]] = set()  # checked out now (cancelled at shutdown)
+        self._returned = threading.Condition()
         # A statement stuck on a lock held elsewhere is cancelled by Postgres after this long (0: never),
         # so a feedback lookup or a review page cannot hold a pooled connection for ever.
         self._statement_timeout = f"{int(statement_timeout * 1000)}ms"
@@ -46,15 +50,31 @@ class ApiPool:
             self._pool.open(wait=False)
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Close the pool, waiting at most ``timeout`` seconds for connections in use."""
-        if not self._pool.closed:
-            self._pool.close(timeout)
+        """Close the pool, give the connections in use ``timeout`` seconds to come back, then cancel the
+        statements still running on them: a lookup stuck on a lock would otherwise hold its thread,
+        and with it the process's exit, past the shutdown deadline. Safe twice."""
+        if self._pool.closed:
+            return
+        self._pool.close(timeout)  # no new checkouts from here on
+        with self._returned:
+            self._returned.wait_for(lambda: not self._in_use, timeout)
+            running = list(self._in_use)
+        for conn in running:
+            with contextlib.suppress(psycopg.Error):
+                conn.cancel_safe(timeout=1.0)
 
     @contextmanager
     def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:
         """A pooled autocommit connection (psycopg_pool.PoolTimeout when none comes in ``timeout``)."""
         with self._pool.connection(timeout if timeout is not None else self._timeout) as conn:
-            yield conn
+            with self._returned:
+                self._in_use.add(conn)
+            try:
+                yield conn
+            finally:
+                with self._returned:
+                    self._in_use.discard(conn)
+                    self._returned.notify_all()
 
     def turn_exists(self, turn_id: str) -> bool:
         with self.connection() as conn:

@@ -9,6 +9,7 @@ failure). Requests go over real HTTP to a real Processor; ``pending_spans`` tell
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from load_support import post_traces, stored_span_counts
 from server_support import base_url, running, turn_request, wait_until
 
 from otel_chatbot.processor.app import Processor
+from otel_chatbot.processor.pipeline import Pipeline
 
 _TRIGGER = """
 CREATE TABLE test_slept (slept bool);
@@ -84,8 +86,7 @@ class _Group:
                 thread = threading.Thread(target=self._send, args=(i, body))
                 thread.start()
                 self._threads.append(thread)
-                queued = 5 + _SPANS * (i + 1)
-                wait_until(lambda: pipeline.pending_spans == queued, "the request queued")
+                wait_until(functools.partial(_pending_is, pipeline, 5 + _SPANS * (i + 1)), "the request queued")
         first.join(60)
         for thread in self._threads:
             thread.join(60)
@@ -96,6 +97,10 @@ class _Group:
 
     def traces(self, *indexes: int) -> list[str]:
         return [t for i in indexes for t in self.requests[i][1]]
+
+
+def _pending_is(pipeline: Pipeline, spans: int) -> bool:
+    return pipeline.pending_spans == spans
 
 
 def _stored_traces(url: str) -> dict[str, int]:

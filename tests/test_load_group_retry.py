@@ -86,7 +86,8 @@ class _Group:
                 thread = threading.Thread(target=self._send, args=(i, body))
                 thread.start()
                 self._threads.append(thread)
-                wait_until(functools.partial(_pending_is, pipeline, 5 + _SPANS * (i + 1)), "the request queued")
+                queued = functools.partial(_pending_is, pipeline, 5 + _SPANS * (i + 1))
+                wait_until(queued, "the request queued")
         first.join(60)
         for thread in self._threads:
             thread.join(60)

@@ -31,6 +31,7 @@ from otel_chatbot.processor.commit_wait import wait_for_commit
 from otel_chatbot.processor.decode import (
     PROTOBUF,
     DecodeError,
+    count_spans,
     logs_response,
     parse_logs,
     parse_traces,
@@ -86,6 +87,8 @@ class _Handlers:
         try:
             try:
                 batch = decode()
+            except RetryableError as exc:  # no room for it: refused before the costly normalisation
+                abort_retryable(context, str(exc), exc.retry_after)
             except DecodeError as exc:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except Exception as exc:
@@ -134,9 +137,13 @@ class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         self._redact = redact
 
     def Export(self, request: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
-        batch = self._h.receive(request, context, lambda: normalise_traces(
-            parse_traces(request, PROTOBUF), self._prices, self._redact))
+        batch = self._h.receive(request, context, lambda: self._decode(request))
         return traces_response(batch.invalid_feedback, batch.invalid_outcomes)
+
+    def _decode(self, body: bytes) -> NormalisedBatch:
+        parsed = parse_traces(body, PROTOBUF)
+        self._h.pipeline.check_room(count_spans(parsed), _TRANSPORT)
+        return normalise_traces(parsed, self._prices, self._redact)
 
 
 class LogsService(logs_service_pb2_grpc.LogsServiceServicer):

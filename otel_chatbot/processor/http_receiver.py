@@ -33,6 +33,7 @@ from otel_chatbot.processor.decode import (
     JSON,
     DecodeError,
     UnsupportedContentType,
+    count_spans,
     logs_response,
     media_type,
     parse_logs,
@@ -189,8 +190,7 @@ class HttpReceiver:
             future = self._pipeline.submit(batch, _TRANSPORT)
             await wait_for_commit_async(future, self._request_timeout)
         except RetryableError as exc:
-            status = 503 if isinstance(exc, Unavailable) else 429
-            raise HttpError(status, str(exc), UNAVAILABLE, exc.retry_after) from None
+            raise _retryable(exc) from None
         except PermanentError as exc:
             raise HttpError(400, str(exc)) from None
         except InternalError as exc:  # logged by the pipeline where it happened
@@ -215,6 +215,8 @@ class HttpReceiver:
             # In a worker thread: decoding a large request takes seconds of CPU, which on the event loop
             # would hold up /healthz, /readyz and every other connection for as long.
             batch = await asyncio.to_thread(decode, body, content_type)
+        except RetryableError as exc:  # no room for it: refused before the costly normalisation
+            raise _retryable(exc) from None
         except UnsupportedContentType as exc:
             raise HttpError(415, str(exc)) from None
         except DecodeError as exc:
@@ -226,7 +228,9 @@ class HttpReceiver:
         return batch
 
     def _decode_traces(self, body: bytes, content_type: str) -> NormalisedBatch:
-        return normalise_traces(parse_traces(body, content_type), self._prices, self._redact)
+        request = parse_traces(body, content_type)
+        self._pipeline.check_room(count_spans(request), _TRANSPORT)
+        return normalise_traces(request, self._prices, self._redact)
 
     def _decode_logs(self, body: bytes, content_type: str) -> NormalisedBatch:
         return normalise_logs(parse_logs(body, content_type), self._redact)
@@ -304,3 +308,9 @@ class HttpReceiver:
             return error_response(HttpError(401, UNAUTHORISED), JSON)
         ready, reason = await asyncio.to_thread(self._ready_check)
         return Response((reason + "\n").encode(), 200 if ready else 503, media_type="text/plain")
+
+
+def _retryable(exc: RetryableError) -> HttpError:
+    """503 while unavailable (database down, stopping, commit too slow), 429 when full; Retry-After."""
+    status = 503 if isinstance(exc, Unavailable) else 429
+    return HttpError(status, str(exc), UNAVAILABLE, exc.retry_after)

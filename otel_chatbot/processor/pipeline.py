@@ -194,6 +194,16 @@ class Pipeline:
         self._metrics.set_queue_depth(pending)
         return item.future
 
+    def check_room(self, spans: int, transport: str) -> None:
+        """Raise (and count) the refusal ``submit()`` would give a request of ``spans`` now: a receiver
+        asks after parsing and before normalising, which is most of a request's cost, so that under
+        overload the refused requests do not take the CPU the accepted ones need."""
+        with self._cond:
+            refusal = self._refusal(spans)
+        if refusal is not None:
+            self._metrics.spans_refused(spans, transport, refusal.reason)
+            raise refusal
+
     def _refusal(self, size: int) -> RetryableError | None:
         if not self._intake_open:
             return Unavailable("the processor is shutting down" if self._stopping or not self._threads

@@ -1,6 +1,6 @@
 """Postgres stopped for 10 s under load: retryable refusals with Retry-After, readiness false, bounded
-memory; once it is back, every request retried by its sender is stored exactly once. Then overload:
-many more senders than the writer can take, refused with Retry-After, memory bounded."""
+memory; once it is back, every request retried by its sender is stored exactly once. (Overload:
+tests/test_load_overload.py.)"""
 
 from __future__ import annotations
 
@@ -103,50 +103,3 @@ def test_postgres_down_for_10_s_under_load(own_pg: EmbeddedPostgres) -> None:
     assert serve.peak_rss < RSS_LIMIT_MIB * 2**20
     assert [t for t in acknowledged if t not in stored] == []
     assert {t: n for t, n in stored.items() if n != 1} == {}
-
-
-def _rate_phase(serve: Serve, threads: int,
-                seconds: float) -> tuple[float, float, Counter[int], set[str | None]]:
-    """``threads`` senders without retries for ``seconds``: (offered spans/s, accepted spans/s, answers)."""
-    statuses: Counter[int] = Counter()
-    retry_afters: set[str | None] = set()
-    lock = threading.Lock()
-
-    def send(_worker: int, _n: int) -> list[tuple[str, str]]:
-        body, traces = turn_request(200)
-        status, retry_after = post_traces(serve.url, body)
-        with lock:
-            statuses[status] += 1
-            if status != 200:
-                retry_afters.add(retry_after)
-        return [(t, "") for t in traces] if status == 200 else []
-
-    started = time.monotonic()
-    with Senders(send, threads=threads) as senders:
-        while time.monotonic() - started < seconds:
-            serve.sample_rss()
-            time.sleep(0.2)
-    took = time.monotonic() - started
-    offered = sum(statuses.values()) * 200 / took
-    return offered, len(senders.acknowledged) / took, statuses, retry_afters
-
-
-def test_overload_is_refused_with_retry_after_and_memory_stays_bounded(own_pg: EmbeddedPostgres) -> None:
-    url = own_pg.url
-    assert url is not None
-    serve = Serve(url, "--queue-max-spans", "800", "--max-inflight-bytes", "2MiB")
-    serve.start()
-    try:
-        _offered, capacity, base, _ = _rate_phase(serve, threads=2, seconds=4.0)
-        offered, accepted, statuses, retry_afters = _rate_phase(serve, threads=12, seconds=6.0)
-    finally:
-        serve.stop()
-    print(f"overload: capacity {capacity:,.0f} spans/s with 2 senders ({dict(base)}); 12 senders offered "
-          f"{offered:,.0f} spans/s ({offered / capacity:.1f}x), accepted {accepted:,.0f} spans/s "
-          f"({accepted / capacity:.2f} of capacity), answers {dict(statuses)}, Retry-After "
-          f"{sorted(map(str, retry_afters))}, peak RSS {serve.peak_rss / 2**20:.0f} MiB")
-    assert statuses[429] > 0  # refused, not queued without bound
-    assert set(statuses) <= {200, 429, 503}
-    assert None not in retry_afters
-    assert statuses[200] > 0
-    assert serve.peak_rss < RSS_LIMIT_MIB * 2**20

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -31,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from load_support import Serve, stored_span_counts
 from overload_support import closed_loop, open_loop
+from support import postgres
 
-from otel_chatbot.store.embedded import EmbeddedPostgres
 from otel_chatbot.store.migrate import migrate
 
 _THROTTLE = """
@@ -66,9 +65,8 @@ def main() -> int:
     queue = 2 * args.write_batch_spans
     senders = queue // args.spans  # a group being written and one waiting, never a refusal
 
-    with tempfile.TemporaryDirectory(prefix="otel-chatbot-overload-") as tmp:
-        embedded = EmbeddedPostgres(Path(tmp) / "pg")
-        url = embedded.start()
+    with postgres(prefix="otel-chatbot-overload-") as pg:
+        url = pg.admin_url
         serve: Serve | None = None
         try:
             migrate(url)
@@ -107,7 +105,6 @@ def main() -> int:
         finally:
             if serve is not None:
                 serve.stop()
-            embedded.shutdown()
 
     offered, accepted = load.sent_spans / send_s, len(load.acknowledged) / load_s
     acknowledged = base.acknowledged + load.acknowledged

@@ -61,6 +61,9 @@ def _erase(conn: Connection, user_id: str) -> dict[str, int]:
 
     delete("spans", "trace_id = ANY(%(traces)s)")
     delete("chat_turns", "turn_id = ANY(%(turns)s)")
+    if _exists(conn, "unsettled_turns"):
+        # Settle reminders of those turns (migration 0018): bookkeeping, not reported as the user's rows.
+        conn.execute("DELETE FROM unsettled_turns WHERE turn_id = ANY(%(turns)s)", params)
     delete("turn_parts", "trace_id = ANY(%(traces)s)")
     delete("trace_usage", "trace_id = ANY(%(traces)s)")  # a table before migration 11, a view since
     for table in _BY_TURN:

@@ -21,7 +21,7 @@ def purge_older_than(url: str, days: int, *, now: datetime | None = None) -> lis
 
     A partition is dropped only when every row in it is older than the cutoff (now - days), so
     nothing younger than ``days`` days is ever removed. The per-trace usage totals of traces whose
-    last span lies in the dropped days go too.
+    last span lies in the dropped days go too, and the settle reminders of the turns removed.
     """
     if days < 0:
         raise ValueError(f"days must be >= 0, got {days}")
@@ -43,4 +43,8 @@ def purge_older_than(url: str, days: int, *, now: datetime | None = None) -> lis
                 sql.Identifier(default_partition(table)), key), (cutoff,))
         if dropped_until is not None:
             conn.execute("DELETE FROM turn_parts WHERE last_span_at < %s", (dropped_until,))
+        # Settle reminders of the turns that went (the settle would drop them too, one by one).
+        conn.execute("DELETE FROM unsettled_turns u WHERE started_at < %s AND NOT EXISTS ("
+                     "SELECT FROM chat_turns c WHERE c.turn_id = u.turn_id AND c.started_at = u.started_at)",
+                     (cutoff,))
     return dropped

@@ -14,13 +14,16 @@ TURN, ERROR, FALLBACK, HALLUCINATED, PROMPT_INJECTION, BLOCKED, RATE_LIMITED = (
 def add_settled(rows: Sequence[tuple[Any, ...]], result: CommitResult) -> int:
     """Add SETTLE_TURNS ``rows`` to ``result``: a turn never counted before → ``new_turns`` with its
     stored values; one counted before → ``corrected_turns`` with only its flags not counted yet (none:
-    nothing to add); a first-seen session → ``new_sessions``. Returns the number of turn rows."""
-    turns = 0
+    nothing to add); a first-seen session → ``new_sessions``. Returns the number of reminders the
+    statement took (fewer than its limit: none is left due, unless a writer held the turn)."""
+    taken = 0
     for row in rows:
         if row[0] == "session":
             result.new_sessions.append((str(row[1]), str(row[8]), None if row[7] is None else str(row[7])))
             continue
-        turns += 1
+        if row[0] == "taken":
+            taken += int(row[14])
+            continue
         (_, turn_id, trace_id, span_id, auto, session_id, user_id, source, service, started_us, latency,
          model, fallback_reason, hallucination_source, bits, before, user_message, bot_response, escalated,
          escalation_reason, prompt_version, app_version) = row
@@ -41,4 +44,4 @@ def add_settled(rows: Sequence[tuple[Any, ...]], result: CommitResult) -> int:
             escalated=first and bool(escalated), escalation_reason=escalation_reason,
             prompt_version=prompt_version, app_version=app_version)
         (result.new_turns if first else result.corrected_turns).append(turn)
-    return turns
+    return taken

@@ -2,6 +2,10 @@
 merge of turns across batches, the refresh of stored turns from their parts, and the settle that
 hands final turns to the metrics. Run inside the write transaction after the advisory locks on the
 touched traces (the settle also alone, in its own transaction).
+
+Every statement that inserts or changes a turn sets its ``settle_at`` and adds a reminder to
+``unsettled_turns`` (migration 0018): the settle finds due turns there, so that its own update of
+the turn changes no indexed column of chat_turns (a HOT update).
 """
 
 from __future__ import annotations
@@ -65,14 +69,27 @@ SELECT {_PART_COLUMNS.format(p="p.")}
 FROM json_to_recordset(%s::json) AS k(t text, s text)
 CROSS JOIN LATERAL (SELECT * FROM turn_parts WHERE trace_id = k.t AND scope = k.s OFFSET 0) p"""
 
+# --- reminders: when a stored or changed turn is due to settle -------------------------------------
+_REMIND = "INSERT INTO unsettled_turns (turn_id, started_at, settle_at)"
+# The turns COPYed straight into chat_turns: text[] turn ids, bigint[] their started_at (Unix µs), and
+# their settle_at (Unix µs).
+REMIND_FRESH_TURNS = f"""
+{_REMIND}
+SELECT k.turn_id, {_US.format("k.started_us")}, {_US.format("%s")}
+FROM unnest(%s::text[], %s::bigint[]) AS k(turn_id, started_us)"""
+
 # --- turns through the staging table (rare: their traces have turns stored already) --------------
 _TURN_COLS = ", ".join(TURN_COLUMNS)
 # SDK turns are inserted as they are (a retry conflicts and is skipped); parameter: settle_at (µs).
 INSERT_SDK_TURNS = f"""
-INSERT INTO chat_turns ({_TURN_COLS}, settle_at)
-SELECT {", ".join(f"n.{c}" for c in TURN_COLUMNS)}, {_US.format("%s")}
-FROM {TURN_STAGE} n WHERE NOT n.auto ORDER BY n.turn_id
-ON CONFLICT (turn_id, started_at) DO NOTHING"""
+WITH added AS (
+    INSERT INTO chat_turns ({_TURN_COLS}, settle_at)
+    SELECT {", ".join(f"n.{c}" for c in TURN_COLUMNS)}, {_US.format("%s")}
+    FROM {TURN_STAGE} n WHERE NOT n.auto ORDER BY n.turn_id
+    ON CONFLICT (turn_id, started_at) DO NOTHING
+    RETURNING turn_id, started_at, settle_at
+)
+{_REMIND} SELECT turn_id, started_at, settle_at FROM added"""
 
 # Auto candidates arrive folded to one per trace (the writer folds coalesced batches). Against the
 # turns already stored for the trace: none → insert (a new turn); an auto turn → merge; an SDK turn →
@@ -103,13 +120,18 @@ WITH n AS MATERIALIZED (
     FROM stored JOIN n ON n.trace_id = stored.trace_id
     WHERE stored.auto AND e.turn_id = stored.turn_id AND e.started_at = stored.started_at
       AND ({", ".join(f"e.{f}" for f in _MERGED)}) IS DISTINCT FROM ({", ".join(_MERGE_EXPR)})
+    RETURNING e.turn_id, e.started_at, e.settle_at
+), added AS (
+    INSERT INTO chat_turns ({", ".join(_AUTO_INSERT)}, settle_at)
+    SELECT {", ".join("true" if c == "auto" else f"n.{c}" for c in _AUTO_INSERT)}, {_US.format("%(settle)s")}
+    FROM stored JOIN n ON n.trace_id = stored.trace_id
+    WHERE stored.turn_id IS NULL
+    ORDER BY n.trace_id
+    ON CONFLICT (turn_id, started_at) DO NOTHING
+    RETURNING turn_id, started_at, settle_at
 )
-INSERT INTO chat_turns ({", ".join(_AUTO_INSERT)}, settle_at)
-SELECT {", ".join("true" if c == "auto" else f"n.{c}" for c in _AUTO_INSERT)}, {_US.format("%(settle)s")}
-FROM stored JOIN n ON n.trace_id = stored.trace_id
-WHERE stored.turn_id IS NULL
-ORDER BY n.trace_id
-ON CONFLICT (turn_id, started_at) DO NOTHING"""
+{_REMIND}
+SELECT turn_id, started_at, settle_at FROM updated UNION ALL SELECT turn_id, started_at, settle_at FROM added"""
 
 # Auto turns of traces that now have an SDK turn go. One already counted by the metrics hands its count
 # to the trace's earliest new SDK turn: the same user message, counted once (not re-observed).
@@ -158,37 +180,58 @@ WITH t AS MATERIALIZED (
         AND (p.scope = CASE WHEN t.auto THEN '' ELSE t.turn_id END
              OR (p.scope = '' AND NOT t.auto AND t.sdk_turns = 1))
     GROUP BY t.turn_id, t.started_at
+), refreshed AS (
+    UPDATE chat_turns c
+    SET {", ".join(f"{f} = {x}" for f, x in zip(_FROM_PARTS, _REFRESHED, strict=True))},
+        settle_at = {_US.format("%(settle)s")}
+    FROM w
+    WHERE c.turn_id = w.turn_id AND c.started_at = w.started_at
+      AND ({", ".join(f"c.{f}" for f in _FROM_PARTS)}) IS DISTINCT FROM ({", ".join(_REFRESHED)})
+    RETURNING c.turn_id, c.started_at, c.settle_at
 )
-UPDATE chat_turns c
-SET {", ".join(f"{f} = {x}" for f, x in zip(_FROM_PARTS, _REFRESHED, strict=True))},
-    settle_at = {_US.format("%(settle)s")}
-FROM w
-WHERE c.turn_id = w.turn_id AND c.started_at = w.started_at
-  AND ({", ".join(f"c.{f}" for f in _FROM_PARTS)}) IS DISTINCT FROM ({", ".join(_REFRESHED)})"""
+{_REMIND} SELECT turn_id, started_at, settle_at FROM refreshed"""
 
 # --- settle: hand final turns to the metrics -------------------------------------------------------
-# Turns due (settle_at passed), locked so that two writers never count one turn; counted becomes the bit
-# set of what is counted now, OR-ed with what was counted before (a flag is counted once, ever). The
-# sessions of settled turns are upserted here, not at write time, so an auto turn displaced before it
-# settles leaves no session behind (a session id that a merge brings later still counts, once).
-# Rows: ('turn', …columns, bits, counted before) and ('session', id, …, source, service) for each
-# session seen for the first time.
+# The due reminders (oldest first), then their turns, locked (SKIP LOCKED both: two settles never
+# count one turn and never wait; a turn a writer is changing right now is left for later with its
+# reminder). A locked turn still due (settle_at passed) is counted: settle_at becomes NULL and counted
+# the bit set of what is counted now, OR-ed with what was counted before (a flag is counted once, ever).
+# A reminder goes once its turn is locked (counted, or moved on: a later change added its own reminder)
+# or gone (displaced, erased). The update sets no indexed column: HOT, in place on the row's page.
+# The sessions of settled turns are upserted here, not at write time, so an auto turn displaced before
+# it settles leaves no session behind (a session id that a merge brings later still counts, once).
+# Rows: ('turn', …columns, bits, counted before), ('session', id, …, source, service) for each session
+# seen for the first time, and ('taken', number of reminders dropped).
 # (Postgres gives | and << the same precedence: every shift is parenthesised.)
 _BITS = "(1 | " + " | ".join(f"(c.{flag}::int << {bit})" for bit, flag in enumerate(
     ("error", "fallback", "hallucinated", "prompt_injection", "blocked", "rate_limited"), start=1)) + ")"
+_UNTIL = _US.format("%(until)s")
 SETTLE_TURNS = f"""
 WITH due AS (
-    SELECT tableoid AS part, ctid AS tid, counted FROM chat_turns
-    WHERE settle_at <= {_US.format("%(until)s")}
+    SELECT ctid AS entry, turn_id, started_at FROM unsettled_turns
+    WHERE settle_at <= {_UNTIL}
     ORDER BY settle_at LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), turn AS MATERIALIZED (
+    SELECT d.entry, d.turn_id, d.started_at, c.part, c.tid, c.counted, c.settle_at
+    FROM due d LEFT JOIN LATERAL (
+        SELECT tableoid AS part, ctid AS tid, counted, settle_at FROM chat_turns
+        WHERE turn_id = d.turn_id AND started_at = d.started_at
+        FOR UPDATE SKIP LOCKED
+    ) c ON true
+), taken AS (
+    DELETE FROM unsettled_turns u USING turn t
+    WHERE u.ctid = t.entry AND (t.tid IS NOT NULL OR NOT EXISTS (
+        SELECT FROM chat_turns c WHERE c.turn_id = t.turn_id AND c.started_at = t.started_at))
+    RETURNING 1
 ), settled AS (
-    -- by row address: the rows are locked, so they are where the scan found them
-    UPDATE chat_turns c SET settle_at = NULL, counted = (COALESCE(d.counted, 0) | {_BITS})::smallint
-    FROM due d WHERE c.tableoid = d.part AND c.ctid = d.tid
+    -- by row address: the rows are locked, so they are where the probe found them
+    UPDATE chat_turns c SET settle_at = NULL, counted = (COALESCE(t.counted, 0) | {_BITS})::smallint
+    FROM (SELECT DISTINCT part, tid, counted FROM turn WHERE settle_at <= {_UNTIL}) t
+    WHERE c.tableoid = t.part AND c.ctid = t.tid
     RETURNING c.turn_id, c.trace_id, c.span_id, c.auto, c.session_id, c.user_id, c.source, c.service,
               {_TO_US.format("c.started_at")} AS started_us, c.latency_seconds, c.model, c.fallback_reason,
-              c.hallucination_source, {_BITS} AS bits, d.counted AS before, c.user_message, c.bot_response,
+              c.hallucination_source, {_BITS} AS bits, t.counted AS before, c.user_message, c.bot_response,
               c.escalated, c.escalation_reason, c.prompt_version, c.app_version
 ), first_sessions AS (
     SELECT DISTINCT ON (session_id, service) session_id, service, source, started_us
@@ -210,4 +253,8 @@ FROM settled
 UNION ALL
 SELECT 'session', session_id, NULL, NULL, NULL, NULL, NULL, source, service, NULL, NULL, NULL, NULL, NULL,
        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-FROM sessions_added WHERE inserted"""
+FROM sessions_added WHERE inserted
+UNION ALL
+SELECT 'taken', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, count(*), NULL,
+       NULL, NULL, NULL, NULL, NULL, NULL
+FROM taken"""

@@ -278,14 +278,18 @@ class BatchWriter:
         copy_in(cur, "chat_turns", NEW_TURN_COLUMNS, payload)
 
     def _merge_and_commit(self, conn: psycopg.Connection[Any], work: _Work) -> CommitResult:
-        """Round trip 2: the rare merges, displaced auto turns, refreshed turns, feedback, the settle
-        when counting at commit, the commit."""
+        """Round trip 2: the settle reminders of the fresh turns, the rare merges, displaced auto turns,
+        refreshed turns, feedback, the settle when counting at commit, the commit."""
         merge, feedback = work.merge, work.batch.feedback
         sdk_traces = work.displaced | {t.trace_id for t in merge if not t.auto}
         settle_cur = None
         feedback_step = pending_feedback.FeedbackStep(self._pending_feedback_max)
         outcomes = outcome_step.OutcomeStep()
         with conn.pipeline():
+            if work.fresh:  # the reminders of the turns COPYed above (the settle finds due turns by them)
+                starts = "{" + ",".join([str(t.start_ns // 1000) for t in work.fresh]) + "}"
+                conn.execute(ts.REMIND_FRESH_TURNS,
+                             (work.settle_us, _text_array([t.turn_id for t in work.fresh]), starts))
             if any(not t.auto for t in merge):
                 conn.execute(ts.INSERT_SDK_TURNS, (work.settle_us,))
             if sdk_traces:

@@ -220,9 +220,11 @@ WITH due AS (
         FOR UPDATE SKIP LOCKED
     ) c ON true
 ), taken AS (
-    DELETE FROM unsettled_turns u USING turn t
-    WHERE u.ctid = t.entry AND (t.tid IS NOT NULL OR NOT EXISTS (
-        SELECT FROM chat_turns c WHERE c.turn_id = t.turn_id AND c.started_at = t.started_at))
+    -- by address too (a join on ctid gets planned as a scan of the whole table)
+    DELETE FROM unsettled_turns WHERE ctid = ANY(ARRAY(
+        SELECT t.entry FROM turn t WHERE t.tid IS NOT NULL OR NOT EXISTS (
+            -- one probe per turn not locked (OFFSET 0: not hashed from a scan of every partition)
+            SELECT FROM chat_turns c WHERE c.turn_id = t.turn_id AND c.started_at = t.started_at OFFSET 0)))
     RETURNING 1
 ), settled AS (
     -- by row address: the rows are locked, so they are where the probe found them
@@ -234,12 +236,15 @@ WITH due AS (
               c.hallucination_source, {_BITS} AS bits, t.counted AS before, c.user_message, c.bot_response,
               c.escalated, c.escalation_reason, c.prompt_version, c.app_version
 ), first_sessions AS (
-    SELECT DISTINCT ON (session_id, service) session_id, service, source, started_us
+    SELECT DISTINCT ON (session_id, service) session_id, service, source, {_US.format("started_us")} AS first
     FROM settled WHERE session_id IS NOT NULL
     ORDER BY session_id, service, started_us, source
 ), sessions_added AS (
     INSERT INTO sessions AS s (session_id, service, source, first_seen)
-    SELECT session_id, service, source, {_US.format("started_us")} FROM first_sessions
+    SELECT session_id, service, source, first FROM first_sessions f
+    -- most sessions are known already and would not change: a read, not the upsert's row lock
+    WHERE NOT EXISTS (SELECT FROM sessions k WHERE k.session_id = f.session_id AND k.service = f.service
+                      AND k.first_seen <= f.first AND (k.source IS NOT NULL OR f.source IS NULL) OFFSET 0)
     ORDER BY session_id, service
     ON CONFLICT (session_id, service) DO UPDATE
     SET first_seen = LEAST(s.first_seen, excluded.first_seen), source = COALESCE(s.source, excluded.source)

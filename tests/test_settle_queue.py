@@ -71,8 +71,7 @@ def test_an_upgraded_database_settles_the_turns_the_previous_version_left_unsett
         fresh_database_url: str) -> None:
     url = fresh_database_url
     _migrate_before(url, _MIGRATION)
-    started = datetime.fromtimestamp(NOW_NS / SEC, UTC)
-    due, later = datetime.fromtimestamp(NOW_NS / SEC - 5, UTC), datetime.fromtimestamp(NOW_NS / SEC + 3600, UTC)
+    started, due, later = (datetime.fromtimestamp(NOW_NS / SEC + s, UTC) for s in (0, -5, 3600))
     with psycopg.connect(url) as conn:
         conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF chat_turns FOR VALUES FROM ({}) TO ({})").format(
             sql.Identifier(partition_name("chat_turns", day_of_ns(NOW_NS))), sql.Literal(day_of_ns(NOW_NS)),
@@ -105,12 +104,14 @@ def test_an_upgraded_database_settles_the_turns_the_previous_version_left_unsett
         assert _reminders(url) == [("not-yet", _us(later))]
         later_result = writer.settle(until_ns=FAR_NS)
         assert [t.turn_id for t in later_result.new_turns] == ["not-yet"]
-        assert later_result.corrected_turns == [] and later_result.new_sessions == [("s-late", "bot", "website")]
+        assert later_result.corrected_turns == []
+        assert later_result.new_sessions == [("s-late", "bot", "website")]
 
         # A change after the upgrade counts only what was not counted: "done" had its block counted.
         writer.write(NormalisedBatch(flags=[FlagRow("done", "", NOW_NS, fallback=True, blocked=True)]))
-        assert _reminders(url) == [("done", int(rows(url, "SELECT (extract(epoch FROM settle_at) * 1000000)"
-                                                         "::bigint FROM chat_turns WHERE turn_id = 'done'")[0][0]))]
+        done_at = rows(url, "SELECT (extract(epoch FROM settle_at) * 1000000)::bigint FROM chat_turns "
+                            "WHERE turn_id = 'done'")
+        assert _reminders(url) == [("done", done_at[0][0])]
         change = writer.settle(until_ns=FAR_NS)
         assert change.new_turns == [] and change.new_sessions == []
         assert [(t.turn_id, t.fallback, t.blocked) for t in change.corrected_turns] == [("done", True, False)]

@@ -131,7 +131,8 @@ WITH n AS MATERIALIZED (
     RETURNING turn_id, started_at, settle_at
 )
 {_REMIND}
-SELECT turn_id, started_at, settle_at FROM updated UNION ALL SELECT turn_id, started_at, settle_at FROM added"""
+SELECT turn_id, started_at, settle_at FROM updated
+UNION ALL SELECT turn_id, started_at, settle_at FROM added"""
 
 # Auto turns of traces that now have an SDK turn go. One already counted by the metrics hands its count
 # to the trace's earliest new SDK turn: the same user message, counted once (not re-observed).

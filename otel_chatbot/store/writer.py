@@ -10,15 +10,17 @@ write() in four round trips (daily partitions are created before, in their own t
      for the traces of this batch's turns and parts; read the other parts the new turns need.
   3. COPY the turns of traces with none stored (the common case) straight into ``chat_turns`` with
      the usage and flags of their parts (store/parts.py). The others (rare) go to a staging table.
-  4. Pipelined, with the COMMIT: merges (SDK turns displace auto turns; the first auto candidate in
-     identity order gives identity), the refresh of stored turns from their parts, feedback (latest
-     wins; feedback of a turn not stored yet waits in pending_feedback until the turn comes:
-     store/pending_feedback.py), and with ``settle_seconds`` 0 the settle.
+  4. Pipelined, with the COMMIT: the settle reminders of the turns COPYed in 3., merges (SDK turns
+     displace auto turns; the first auto candidate in identity order gives identity), the refresh of
+     stored turns from their parts, feedback (latest wins; feedback of a turn not stored yet waits in
+     pending_feedback until the turn comes: store/pending_feedback.py), and with ``settle_seconds`` 0
+     the settle.
 If the direct turn COPY meets a key that exists after all, the batch is redone with every turn going
 through the merge statements.
 
 Turns reach the metrics through settle(): a turn is counted once no span of its trace has changed it
-for ``settle_seconds`` (each change pushes its ``settle_at``), so the latency histogram observes the
+for ``settle_seconds`` (each change pushes its ``settle_at`` and leaves a reminder in
+``unsettled_turns``, where the settle finds the due turns), so the latency histogram observes the
 final row; a later change counts only flags not counted yet. ``settle_seconds`` 0 counts at commit.
 
 Errors: connection trouble or a server that cannot take the write now → ``errors.Unavailable`` (the

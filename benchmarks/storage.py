@@ -2,9 +2,10 @@
 
 Starts an embedded Postgres and ``otel-chatbot serve``, sends the ingest benchmark's traffic (a CHAIN
 turn span and an LLM child per trace, ~300-byte messages, OpenInference attributes, 1 in 64 with
-feedback), then measures every table the processor writes with pg_total_relation_size (heap, TOAST
-and indexes, summed over daily partitions) after VACUUM, and divides by its rows. Prints bytes per
-span, per turn and per trace, and what a day of traffic takes at a few turn rates.
+feedback), waits until every turn is settled (counted: its row rewritten once), then measures every
+table the processor writes with pg_total_relation_size (heap, TOAST and indexes, summed over daily
+partitions) after VACUUM, and divides by its rows. Prints bytes per span, per turn and per trace, and
+what a day of traffic takes at a few turn rates.
 
     python benchmarks/storage.py [--batches 100] [--batch-size 512]
 """
@@ -42,6 +43,19 @@ def table_bytes(conn: psycopg.Connection[tuple[object, ...]], table: str) -> tup
     return int(str(size[0])), int(str(rows[0]))
 
 
+def _wait_settled(url: str, timeout_s: float = 120.0) -> None:
+    """Until serve's writers have settled every turn (turn_settle_seconds after its last change)."""
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            row = conn.execute("SELECT count(*) FROM chat_turns WHERE settle_at IS NOT NULL").fetchone()
+            if row == (0,):
+                return
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{row} turns still unsettled after {timeout_s:.0f} s")
+            time.sleep(0.5)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,6 +79,7 @@ def main() -> int:
         try:
             _wait_ready(port, proc)
             send_all(port, bodies, 4)
+            _wait_settled(url)  # the rows as they stay: counted, each rewritten once by its settle
         finally:
             proc.terminate()
             proc.wait(timeout=60)

@@ -16,6 +16,7 @@ from store_factories import DAY_NS, NOW_NS, rows, trace_id, turn
 
 from otel_chatbot.records import FlagRow, NormalisedBatch
 from otel_chatbot.store import turn_sql as ts
+from otel_chatbot.store import writer as writer_module
 from otel_chatbot.store.erasure import erase_user
 from otel_chatbot.store.migrate import load_migrations, migrate
 from otel_chatbot.store.partitions import create_partitions, day_of_ns, partition_name
@@ -138,6 +139,24 @@ def test_a_turn_a_writer_holds_keeps_its_reminder_and_is_counted_once_released(
     assert [x.turn_id for x in released.new_turns] == [t.turn_id]
     assert _reminders(database_url) == []
     assert settling_writer.settle(until_ns=FAR_NS).new_turns == []
+
+
+def test_turns_held_by_a_writer_do_not_hold_up_the_turns_due_after_them(
+        settling_writer: BatchWriter, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reminders are taken oldest first, a statement's worth at a time: a full statement's worth of held
+    turns steps back instead of being taken again and again."""
+    monkeypatch.setattr(writer_module, "_SETTLE_LIMIT", 2)
+    held, free = [turn(trace_id()) for _ in range(2)], turn(trace_id())
+    for t in (*held, free):  # one write each: reminders in this order
+        settling_writer.write(NormalisedBatch(turns=[t]))
+    with psycopg.connect(database_url) as holder:
+        holder.execute("SELECT 1 FROM chat_turns WHERE turn_id = ANY(%s) FOR UPDATE",
+                       ([t.turn_id for t in held],))
+        assert settling_writer.settle(until_ns=FAR_NS).new_turns == []  # the first two were held
+        assert [x.turn_id for x in settling_writer.settle(until_ns=FAR_NS).new_turns] == [free.turn_id]
+    assert sorted(x.turn_id for x in settling_writer.settle(until_ns=FAR_NS).new_turns) == sorted(
+        t.turn_id for t in held)
+    assert _reminders(database_url) == []
 
 
 def test_a_changed_turn_settles_once_after_its_last_change(settling_writer: BatchWriter,

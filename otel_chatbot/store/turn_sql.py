@@ -198,7 +198,8 @@ WITH t AS MATERIALIZED (
 # reminder). A locked turn still due (settle_at passed) is counted: settle_at becomes NULL and counted
 # the bit set of what is counted now, OR-ed with what was counted before (a flag is counted once, ever).
 # A reminder goes once its turn is locked (counted, or moved on: a later change added its own reminder)
-# or gone (displaced, erased). The update sets no indexed column: HOT, in place on the row's page.
+# or gone (displaced, erased); one whose turn is held steps back. The update of the turn sets no indexed
+# column: HOT, in place on the row's page.
 # The sessions of settled turns are upserted here, not at write time, so an auto turn displaced before
 # it settles leaves no session behind (a session id that a merge brings later still counts, once).
 # Rows: ('turn', …columns, bits, counted before), ('session', id, …, source, service) for each session
@@ -220,13 +221,19 @@ WITH due AS (
         WHERE turn_id = d.turn_id AND started_at = d.started_at
         FOR UPDATE SKIP LOCKED
     ) c ON true
+), checked AS MATERIALIZED (
+    SELECT t.entry, t.tid IS NOT NULL OR NOT EXISTS (
+        -- one probe per turn not locked (OFFSET 0: not hashed from a scan of every partition)
+        SELECT FROM chat_turns c WHERE c.turn_id = t.turn_id AND c.started_at = t.started_at OFFSET 0) AS done
+    FROM turn t
 ), taken AS (
     -- by address too (a join on ctid gets planned as a scan of the whole table)
-    DELETE FROM unsettled_turns WHERE ctid = ANY(ARRAY(
-        SELECT t.entry FROM turn t WHERE t.tid IS NOT NULL OR NOT EXISTS (
-            -- one probe per turn not locked (OFFSET 0: not hashed from a scan of every partition)
-            SELECT FROM chat_turns c WHERE c.turn_id = t.turn_id AND c.started_at = t.started_at OFFSET 0)))
+    DELETE FROM unsettled_turns WHERE ctid = ANY(ARRAY(SELECT entry FROM checked WHERE done))
     RETURNING 1
+), deferred AS (
+    -- turns held elsewhere: their reminders step back a second, so they never hold up the ones behind
+    UPDATE unsettled_turns SET settle_at = settle_at + interval '1 second'
+    WHERE ctid = ANY(ARRAY(SELECT entry FROM checked WHERE NOT done))
 ), settled AS (
     -- by row address: the rows are locked, so they are where the probe found them
     UPDATE chat_turns c SET settle_at = NULL, counted = (COALESCE(t.counted, 0) | {_BITS})::smallint

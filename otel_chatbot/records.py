@@ -37,6 +37,9 @@ class SpanRow:
     # Whose usage and flags this span is: the turn id it carries (chat.turn.id, else chat.in_turn), or
     # "" for a span of the trace that no turn claims (shared by the trace's auto turn or sole SDK turn).
     turn_scope: str = ""
+    # The end-user id the span or its resource carries (any accepted alias), for erasure: the blocks
+    # span layout indexes it per trace, since compressed blocks cannot be searched with SQL.
+    user_id: str | None = None
 
 
 @dataclass(slots=True)

@@ -163,7 +163,8 @@ class Processor:
         redact = build_redactor(config) if config.redact else None
         writers = [BatchWriter(self._url, pending_feedback_max=config.pending_feedback_max,
                                settle_seconds=config.turn_settle_seconds,
-                               statement_timeout=config.statement_timeout)
+                               statement_timeout=config.statement_timeout,
+                               span_storage=config.span_storage)
                    for _ in range(config.writers)]
         self._api_pool = ApiPool(self._url, max_size=config.api_pool_size,
                                  statement_timeout=config.statement_timeout)
@@ -298,6 +299,6 @@ class Processor:
 
         config = self.config
         auth = UiAuth(config.auth_token, config.ui_reviewer_password, config.ui_viewer_token)
-        return ReviewPage(self._need(self._api_pool).connection, auth).mount()
+        return ReviewPage(self._need(self._api_pool).connection, auth, config.span_storage).mount()
 
 

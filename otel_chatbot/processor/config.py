@@ -135,6 +135,10 @@ class ProcessorConfig:
     # parent or child arriving a few batches later (BatchSpanProcessor exports every 5 s, per service)
     # is in the latency and flags observed. 0 counts at commit (later changes add only new flags).
     turn_settle_seconds: float = 10.0
+    # How spans are stored: "blocks" (compressed blocks + a trace index + rows for LLM calls and error
+    # spans: smaller) or "rows" (one row per span in `spans`: any attribute queryable in SQL). Every
+    # replica writing one database must use the same layout.
+    span_storage: str = "blocks"
     log_level: str = "info"
     # LLM judge inside serve: the fraction of new turns scored in the background (0: off), on any
     # OpenAI-compatible endpoint (unset: api.openai.com); key from OTEL_CHATBOT_JUDGE_API_KEY or
@@ -227,6 +231,8 @@ class ProcessorConfig:
         if not 0 <= self.turn_settle_seconds <= 3600:
             raise ConfigError(f"turn_settle_seconds: expected 0 to 3600 seconds, "
                               f"got {self.turn_settle_seconds}")
+        if self.span_storage not in ("rows", "blocks"):
+            raise ConfigError(f"span_storage: expected rows or blocks, got {self.span_storage!r}")
         if self.prices_file is not None and not self.prices_file.is_file():
             raise ConfigError(f"prices_file: no such file {str(self.prices_file)!r}")
         if self.pseudonym_key is not None and len(self.pseudonym_key.encode()) < 16:

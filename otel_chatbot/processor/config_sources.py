@@ -107,7 +107,7 @@ def coerce(key: str, kind: str, optional: bool, value: object) -> object:
         return Path(value).expanduser()
     if not isinstance(value, str):
         raise ConfigError(f"{key}: expected a string, got {value!r}")
-    return value.strip().lower() if key == "log_level" else value.strip()
+    return value.strip().lower() if key in ("log_level", "span_storage") else value.strip()
 
 
 def _int(key: str, value: object) -> int:

@@ -1,4 +1,5 @@
-"""Daily range partitions of ``spans`` and ``chat_turns``: naming, on-demand creation, listing.
+"""Daily range partitions of ``spans``, ``chat_turns`` and the blocks layout's tables: naming,
+on-demand creation, listing.
 
 A partition ``<table>_pYYYYMMDD`` holds the UTC day [YYYY-MM-DD, next day). Creation runs in its own
 short transaction (before the data transaction) because CREATE … PARTITION OF locks the parent table;
@@ -15,8 +16,11 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 from psycopg import errors, sql
 
-PARTITIONED_TABLES = ("spans", "chat_turns")
-PARTITION_KEYS = {"spans": "start_time", "chat_turns": "started_at"}
+# The blocks span layout (migration 0016) partitions its tables the same way.
+BLOCK_TABLES = ("span_blocks", "span_traces", "llm_calls", "error_spans")
+PARTITIONED_TABLES = ("spans", "chat_turns", *BLOCK_TABLES)
+PARTITION_KEYS = {"spans": "start_time", "chat_turns": "started_at",
+                  **{table: "start_time" for table in BLOCK_TABLES}}
 # Days with a daily partition of their own: [today - PAST_DAYS, today + FUTURE_DAYS]; rows of other
 # days (clock skew, replays, hostile timestamps) go to ``<table>_default`` (migration 0013).
 WINDOW_PAST_DAYS = 31

@@ -138,38 +138,3 @@ def format_summary(summary: ChatSummary) -> str:
         lines += [f"  {m.model:<{width}}  {m.turns:>7} turns  {m.input_tokens:>9} in  "
                   f"{m.output_tokens:>9} out  ${m.cost_usd:.4f}" for m in summary.by_model]
     return "\n".join(lines)
-
-
-@dataclass(frozen=True, slots=True)
-class LlmCall:
-    """One LLM span of a trace (a span with a model or token counts), for the review page."""
-
-    trace_id: str
-    span_id: str
-    name: str
-    model: str | None
-    provider: str | None
-    input_tokens: int | None
-    output_tokens: int | None
-    duration_ms: float
-    cost_usd: float | None
-    error: bool
-    start_time: datetime
-
-
-_LLM_CALLS = """
-SELECT trace_id, span_id, name, model, provider, input_tokens, output_tokens, duration_ms, cost_usd,
-       status_code = 2, start_time
-FROM spans
-WHERE trace_id = ANY(%(traces)s) AND start_time >= %(start)s AND start_time <= %(end)s
-  AND (model IS NOT NULL OR input_tokens IS NOT NULL OR output_tokens IS NOT NULL)
-ORDER BY start_time, span_id"""
-
-
-def llm_calls(conn: psycopg.Connection[Any], trace_ids: list[str], start: datetime,
-              end: datetime) -> list[LlmCall]:
-    """LLM calls of ``trace_ids`` that started in [start, end] (the bounds prune day partitions)."""
-    if not trace_ids:
-        return []
-    rows = conn.execute(_LLM_CALLS, {"traces": trace_ids, "start": start, "end": end}).fetchall()
-    return [LlmCall(*row) for row in rows]

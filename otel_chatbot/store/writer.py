@@ -1,10 +1,12 @@
 """BatchWriter: one NormalisedBatch → one Postgres transaction → what was new (CommitResult).
 
 write() in four round trips (daily partitions are created before, in their own transaction):
-  1. COPY the spans straight into ``spans``. If some were already stored (a Collector retry), that
-     COPY fails on the primary key: roll back, COPY into a TEMP staging table, then
-     INSERT … ON CONFLICT DO NOTHING RETURNING to learn which spans are new.
-  2. Pipelined: advisory locks on the slots of the touched trace/turn ids (sorted: no deadlock);
+  1. Store the spans in the configured layout (store/span_storage.py) and learn which are new: rows
+     (COPY into ``spans``; a retry's primary-key conflict sends the batch through a staging table and
+     INSERT … ON CONFLICT DO NOTHING RETURNING) or blocks (store/block_storage.py: the advisory locks
+     below are taken first, then the trace index says which spans are stored already).
+  2. Pipelined: advisory locks on the slots of the touched trace/turn ids (sorted: no deadlock; already
+     held in the blocks layout);
      add the new LLM spans' usage and the flags of this batch's spans to ``turn_parts`` (usage exactly
      once: only spans new in 1.; ``trace_usage`` is a view over it); probe the turns already stored
      for the traces of this batch's turns and parts; read the other parts the new turns need.
@@ -34,7 +36,6 @@ import contextlib
 import logging
 import threading
 import time
-import zlib
 from collections.abc import Collection
 from typing import Any
 
@@ -55,17 +56,12 @@ from otel_chatbot.store.copyrows import (
     TurnParts,
     copy_cursor,
     copy_in,
-    copy_spans,
     out_of_range_span,
 )
-from otel_chatbot.store.partitions import (
-    DAY_NS,
-    count_out_of_window,
-    create_partitions,
-    day_of_ns,
-    in_window,
-    list_partitions,
-)
+from otel_chatbot.store.locks import lock_params
+from otel_chatbot.store.params import text_array as _text_array
+from otel_chatbot.store.partition_cache import PartitionCache
+from otel_chatbot.store.partitions import count_out_of_window
 from otel_chatbot.store.parts import (
     PartDelta,
     PartKey,
@@ -76,6 +72,8 @@ from otel_chatbot.store.parts import (
     turn_values,
 )
 from otel_chatbot.store.settle import add_settled
+from otel_chatbot.store.span_storage import DEFAULT_LAYOUT
+from otel_chatbot.store.span_storage import span_storage as _storage_of
 from otel_chatbot.store.turnplan import (
     StoredTurns,
     fold_auto_turns,
@@ -84,29 +82,18 @@ from otel_chatbot.store.turnplan import (
 )
 
 _log = logging.getLogger(__name__)
-_LOCK_CLASS = 0x6F746964  # advisory lock namespace of trace/turn ids ("otid")
 # Turns counted per settle statement (a settle runs as many as are due). Small enough that the planner
 # finds each row by its address rather than hashing the whole partition to join them back.
 _SETTLE_LIMIT = 500
 _CANCEL_TIMEOUT_S = 1.0
 
 
-# Trace/turn ids hash into this many advisory-lock slots, so one transaction holds at most this many
-# locks whatever the batch size: one lock per id exhausted a stock lock table (64 per transaction x
-# connections) at ~8,000 traces and failed the batch on every retry. Writers serialise only on
-# shared slots; sorted slot order keeps them deadlock-free.
-LOCK_SLOTS = 1024
-
-
-def _lock_key(value: str) -> int:
-    return zlib.crc32(value.encode()) % LOCK_SLOTS
-
-
 class BatchWriter:
     """Writes batches over one connection; not for concurrent use (use one writer per thread)."""
 
     def __init__(self, url: str, *, connect_timeout: float = 10.0, pending_feedback_max: int = 10_000,
-                 settle_seconds: float = 0.0, statement_timeout: float = 0.0) -> None:
+                 settle_seconds: float = 0.0, statement_timeout: float = 0.0,
+                 span_storage: str = DEFAULT_LAYOUT) -> None:
         if not settle_seconds >= 0:
             raise ValueError(f"settle_seconds: expected a number >= 0, got {settle_seconds!r}")
         # Postgres cancels a statement running longer (0: never); the write fails as Unavailable.
@@ -117,7 +104,8 @@ class BatchWriter:
         self.settle_seconds = settle_seconds
         self._settle_us = int(settle_seconds * 1_000_000)
         self._conn: psycopg.Connection[Any] | None = None
-        self._known_days: dict[str, set[int]] = {"spans": set(), "chat_turns": set()}
+        self._spans = _storage_of(span_storage)
+        self._partitions = PartitionCache((*self._spans.tables, "chat_turns"))
         self._turn_encoder = TurnEncoder()
         self._lock = threading.Lock()
         self._closed = False
@@ -218,7 +206,7 @@ class BatchWriter:
             raise PermanentError(problem)
         self._ensure_partitions(conn, batch.spans, batch.turns)
         cur = copy_cursor(conn)
-        work.new_spans = self._copy_spans(conn, cur, batch.spans)
+        work.new_spans, work.locked = self._spans.store(conn, cur, batch.spans, _lock_ids(work))
         # Usage of the spans stored for the first time only: each span counts once.
         work.parts = part_deltas(work.new_spans, batch.flags, work.turns)
         probe = self._lock_and_probe(conn, work, direct=direct)
@@ -235,13 +223,10 @@ class BatchWriter:
         turns = work.turns
         turn_traces = {t.trace_id for t in turns}
         work.part_traces = {trace for trace, _ in work.parts}
-        lock_ids = turn_traces.union(work.part_traces, [f.turn_id for f in work.batch.feedback],
-                                     pending_feedback.lock_ids(turns),
-                                     outcome_step.lock_ids(work.batch.outcomes))
+        lock_ids = _lock_ids(work, work.part_traces)
         with conn.pipeline():
-            if lock_ids:
-                keys = sorted({_lock_key(i) for i in lock_ids})
-                conn.execute(q.LOCK_IDS, (_LOCK_CLASS, "{" + ",".join(map(str, keys)) + "}"))
+            if lock_ids and not work.locked:  # the blocks layout took them before storing the spans
+                conn.execute(q.LOCK_IDS, lock_params(lock_ids))
             if work.parts:
                 probe.upserted = conn.execute(ts.UPSERT_PARTS, (parts_json(work.parts),))
             if direct and (turns or work.part_traces):
@@ -318,42 +303,16 @@ class BatchWriter:
         outcomes.apply(result)
         return result
 
-    def _copy_spans(self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any],
-                    spans: list[SpanRow]) -> list[SpanRow]:
-        if not spans:
-            return []
-        try:
-            copy_spans(cur, "spans", spans)
-            return spans
-        except errors.UniqueViolation:
-            # Some (usually all) spans are already stored: nothing else was done in this transaction yet.
-            conn.rollback()
-        copy_spans(cur, q.SPAN_STAGE, spans)
-        stored = {(str(tid), str(sid)) for tid, sid in conn.execute(q.INSERT_NEW_SPANS)}
-        new_spans: list[SpanRow] = []
-        for span in spans:
-            key = (span.trace_id, span.span_id)
-            if key in stored:
-                stored.discard(key)  # a span repeated inside the batch is new once
-                new_spans.append(span)
-        return new_spans
-
     # --- partitions --------------------------------------------------------------------------------
 
     def _ensure_partitions(self, conn: psycopg.Connection[Any], spans: list[SpanRow],
                            turns: list[TurnRow]) -> None:
-        today = time.time_ns() // DAY_NS
-        for table, days in (("spans", {s.start_ns // DAY_NS for s in spans}),
-                            ("chat_turns", {t.start_ns // DAY_NS for t in turns})):
-            # Days outside the window get no table of their own: their rows go to the default partition.
-            missing = {d for d in days if in_window(d, today)} - self._known_days[table]
-            if missing:
-                create_partitions(conn, table, [day_of_ns(d * DAY_NS) for d in missing])
-                self._known_days[table] |= missing
+        for table in self._spans.tables:
+            self._partitions.ensure(conn, table, (s.start_ns for s in spans))
+        self._partitions.ensure(conn, "chat_turns", (t.start_ns for t in turns))
 
     def _forget_partitions(self) -> None:
-        for days in self._known_days.values():
-            days.clear()
+        self._partitions.forget()
 
     # --- connection --------------------------------------------------------------------------------
 
@@ -370,13 +329,11 @@ class BatchWriter:
             conn.execute(q.WRITER_SESSION)
             conn.execute(q.SET_STATEMENT_TIMEOUT, (f"{self._statement_timeout_ms}ms",))
             conn.execute(q.CREATE_STAGING)
-            known = {table: {(day - day_of_ns(0)).days for _, day in list_partitions(conn, table)}
-                     for table in self._known_days}
+            self._partitions.load(conn)
             conn.commit()
         except psycopg.Error as exc:
             conn.close()
             raise Unavailable(f"cannot prepare the writer connection: {exc}") from exc
-        self._known_days = known
         self._conn = conn
         return conn
 
@@ -412,13 +369,13 @@ class BatchWriter:
         return exc
 
 
-def _text_array(values: Collection[str]) -> str | list[str]:
-    """A text[] literal built with one join: psycopg's per-element list dumping costs ~3 µs/item.
-    (A Collection, not any Iterable: the fallback reads ``values`` a second time.)"""
-    joined = ",".join(values)
-    if joined.replace(",", "").replace("-", "").replace("_", "").isalnum():
-        return "{" + joined + "}"
-    return list(values)  # unusual ids (quotes, spaces…): let psycopg quote them
+def _lock_ids(work: _Work, part_traces: Collection[str] = ()) -> set[str]:
+    """The trace and turn ids whose advisory locks the write holds: the traces of its turns and parts,
+    the turns its feedback and outcomes name, and those pending feedback may wait for."""
+    turns = work.turns
+    return {t.trace_id for t in turns}.union(part_traces, [f.turn_id for f in work.batch.feedback],
+                                             pending_feedback.lock_ids(turns),
+                                             outcome_step.lock_ids(work.batch.outcomes))
 
 
 class _Work:
@@ -431,6 +388,7 @@ class _Work:
         self.auto_turns = fold_auto_turns(batch.turns)
         self.turns = self.sdk_turns + self.auto_turns
         self.new_spans: list[SpanRow] = []
+        self.locked = False  # the span storage took the advisory locks (blocks layout)
         self.parts: dict[PartKey, PartDelta] = {}
         self.part_traces: set[str] = set()
         self.encoded: dict[int, TurnParts] = {}  # id(turn) -> its encoded columns

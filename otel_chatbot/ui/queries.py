@@ -15,7 +15,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from otel_chatbot.quality.select import DEFAULT_SCORE_THRESHOLD
-from otel_chatbot.store.queries import LlmCall, llm_calls
+from otel_chatbot.store.llm_calls import LlmCall
+from otel_chatbot.store.span_storage import DEFAULT_LAYOUT
+from otel_chatbot.store.trace_fetch import SpanReader, span_reader
 
 # A judge score (0-10, any dimension) below this makes a turn a problem turn. Problem turns are the
 # same as those of `otel-chatbot failures` and `export` (quality/select.py), ranked for review here.
@@ -210,9 +212,11 @@ _TURN_COLUMNS = ("turn_id, started_at, trace_id, session_id, user_id, source, se
 _MAX_SESSION_TURNS = 200
 
 
-def conversation(conn: psycopg.Connection[Any], turn_id: str) -> list[ConversationTurn] | None:
+def conversation(conn: psycopg.Connection[Any], turn_id: str,
+                 reader: SpanReader | None = None) -> list[ConversationTurn] | None:
     """The whole session of ``turn_id`` in order (just the turn when it has no session), each turn
-    with its feedback, review, judge scores and LLM calls; None if the turn is unknown."""
+    with its feedback, review, judge scores and LLM calls (read with ``reader``, by default the
+    default span layout's); None if the turn is unknown."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(f"SELECT {_TURN_COLUMNS} FROM chat_turns WHERE turn_id = %s "
                     "ORDER BY started_at DESC LIMIT 1", (turn_id,))
@@ -249,7 +253,7 @@ def conversation(conn: psycopg.Connection[Any], turn_id: str) -> list[Conversati
     by_trace: dict[str, list[ConversationTurn]] = {}
     for item in by_id.values():
         by_trace.setdefault(str(item.turn["trace_id"]), []).append(item)
-    for call in llm_calls(conn, traces, start, end):
+    for call in (reader or span_reader(DEFAULT_LAYOUT)).llm_calls(conn, traces, start, end):
         for item in by_trace.get(call.trace_id, []):
             item.llm_calls.append(call)
     return list(by_id.values())

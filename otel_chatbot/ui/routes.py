@@ -22,6 +22,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from otel_chatbot.store.span_storage import DEFAULT_LAYOUT
+from otel_chatbot.store.trace_fetch import span_reader
 from otel_chatbot.ui import forms, queries
 from otel_chatbot.ui.render import HTML_HEADERS, render
 from otel_chatbot.ui.session import (
@@ -57,9 +59,10 @@ def _static(name: str) -> bytes:
 class ReviewPage:
     """The ``/ui`` mount. ``connect()`` opens (or borrows) an autocommit database connection."""
 
-    def __init__(self, connect: Connect, auth: UiAuth) -> None:
+    def __init__(self, connect: Connect, auth: UiAuth, span_storage: str = DEFAULT_LAYOUT) -> None:
         self._connect = connect
         self._auth = auth
+        self._spans = span_reader(span_storage)  # LLM calls of the conversation page
         self._widget = _static("widget.js")
         self._style = _static("style.css")
 
@@ -186,7 +189,7 @@ class ReviewPage:
         since = forms.window_start(forms.DEFAULT_WINDOW, self._now())
 
         def read(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
-            turns = queries.conversation(conn, turn_id)
+            turns = queries.conversation(conn, turn_id, self._spans)
             if turns is None:
                 return None
             position = queries.queue_position(conn, turn_id, since)

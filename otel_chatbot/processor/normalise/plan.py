@@ -94,6 +94,7 @@ class Plan:
         "tokens",
         "total_keys",
         "turn_id",
+        "user_keys",
     )
 
     def __init__(self, keys: Iterable[str]) -> None:
@@ -111,6 +112,7 @@ class Plan:
         self.output_keys = having(sc.OUTPUT_TOKEN_ALIASES)
         self.total_keys = having(sc.TOTAL_TOKEN_ALIASES)
         self.cost_keys = having(COST_KEYS)
+        self.user_keys = having(sc.USER_ALIASES)
         self.turn_id = sc.CHAT_TURN_ID in present
         self.in_turn = sc.CHAT_IN_TURN in present
         self.feedback = sc.CHAT_FEEDBACK_RATING in present

@@ -55,6 +55,7 @@ def normalise_traces(
         app_version = resource.get(sc.SERVICE_VERSION)  # the turns' app version (stored per turn)
         app_version = app_version if isinstance(app_version, str) and app_version else None
         resource_json = json_text(resource)
+        resource_user = _user_of(resource, sc.USER_ALIASES)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 encoded = span.attributes[:]  # a list: upb's slice is cheaper than iterating the container
@@ -98,6 +99,10 @@ def normalise_traces(
                 append_row(row)
                 keys = tuple(attributes)
                 plan = plans_get(keys) or new_plan(keys)
+                if plan.user_keys:
+                    row.user_id = _user_of(attributes, plan.user_keys) or resource_user
+                elif resource_user is not None:
+                    row.user_id = resource_user
                 if plan.semantic:
                     if app_version is not None:  # read as the span's own (already serialised without it)
                         attributes.setdefault(sc.SERVICE_VERSION, app_version)
@@ -108,6 +113,15 @@ def normalise_traces(
     if chat_spans:
         add_turns_and_feedback(batch, chat_spans)
     return batch
+
+
+def _user_of(attributes: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    """The first end-user id among ``keys`` (what erasure looks for: a top-level attribute)."""
+    for key in keys:
+        value = attributes.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
+            return clean_text(str(value))
+    return None
 
 
 def _bad_ids_message(span: Any) -> str:

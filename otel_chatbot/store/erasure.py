@@ -2,8 +2,10 @@
 
 A user's data is found from two sides: the turns stored under their ``user_id``, and the spans whose
 attributes or resource carry their id under any of the accepted names (``user.id``, ``enduser.id``,
-…). Every trace touched that way belongs to them, so all spans of those traces go (retrievals, LLM
-calls and tool spans carry the user's words without carrying the id), and with the turns everything
+…; in the blocks span layout the trace index lists those ids per trace). Every trace touched that way
+belongs to them, so all spans of those traces go (retrievals, LLM calls and tool spans carry the
+user's words without carrying the id; a span block shared with other users' traces is rewritten
+without them), and with the turns everything
 keyed by turn (feedback, evaluations, reviews, outcomes, cluster membership), and the sessions that
 only this user had. Failure clusters are shared: their pointers to the user's turns and the quoted
 message are cleared, the cluster itself stays.
@@ -20,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 from otel_chatbot import semconv as sc
+from otel_chatbot.store.block_erasure import erase_traces
 
 # Tables keyed by turn id, deleted by ``turn_id = ANY(turns)``. Missing tables (an older schema) are
 # skipped, so erasure works on every schema version that has chat_turns.
@@ -40,8 +43,11 @@ def _erase(conn: Connection, user_id: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     # A concurrent writer could be storing one more span of the user while we delete: the writer's
     # merge works per trace, so the user's later spans land after this and a second purge removes them.
+    blocks = _exists(conn, "span_traces")
     traces = _ids(conn, sql.SQL("SELECT DISTINCT trace_id FROM chat_turns WHERE user_id = %(user)s "
-                                "UNION SELECT DISTINCT trace_id FROM spans WHERE ") + _carries_user(),
+                                "UNION SELECT DISTINCT trace_id FROM spans WHERE ") + _carries_user()
+                  + (sql.SQL(" UNION SELECT DISTINCT trace_id FROM span_traces "
+                             "WHERE %(user)s = ANY(user_ids)") if blocks else sql.SQL("")),
                   user_id)
     turns = _ids(conn, sql.SQL("SELECT turn_id FROM chat_turns WHERE user_id = %(user)s "
                                "OR trace_id = ANY(%(traces)s)"), user_id, traces)
@@ -60,6 +66,9 @@ def _erase(conn: Connection, user_id: str) -> dict[str, int]:
             counts[table] = conn.execute(statement, params).rowcount
 
     delete("spans", "trace_id = ANY(%(traces)s)")
+    if blocks:
+        # Blocks hold other users' spans too: they are rewritten without these traces (block_erasure.py).
+        counts.update(erase_traces(conn, traces))
     delete("chat_turns", "turn_id = ANY(%(turns)s)")
     if _exists(conn, "unsettled_turns"):
         # Settle reminders of those turns (migration 0018): bookkeeping, not reported as the user's rows.

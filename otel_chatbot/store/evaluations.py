@@ -1,8 +1,8 @@
 """Queries of the LLM judge: which turns and sessions to judge, their context, and storing verdicts.
 
 Retrieved documents are read from OpenInference RETRIEVER spans of the turn's trace
-(``retrieval.documents.N.document.content``); the span scan is bounded to the partitions around the
-turn's start so it stays one index probe per day.
+(``retrieval.documents.N.document.content``), fetched through the span reader (either span layout),
+kept when they start within an hour before to a day after the turn.
 """
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+
+from otel_chatbot.store.span_storage import DEFAULT_LAYOUT
+from otel_chatbot.store.trace_fetch import span_reader
 
 _DOCUMENT_KEY = re.compile(r"^retrieval\.documents\.(\d+)\.document\.content$")
 
@@ -88,12 +91,12 @@ def turns_to_judge(conn: psycopg.Connection[Any], turn_ids: Sequence[str]) -> li
 
 
 def retrieved_documents(conn: psycopg.Connection[Any], trace_id: str, around: datetime) -> tuple[str, ...]:
-    """Contents of the documents retrieved in ``trace_id`` (RETRIEVER spans, in start order)."""
-    rows = conn.execute("""
-        SELECT attributes FROM spans
-        WHERE trace_id = %s AND start_time >= %s - interval '1 hour' AND start_time < %s + interval '1 day'
-          AND attributes->>'openinference.span.kind' = 'RETRIEVER'
-        ORDER BY start_time, span_id""", (trace_id, around, around)).fetchall()
+    """Contents of the documents retrieved in ``trace_id`` (RETRIEVER spans, in start order), read
+    through the span reader (either span layout)."""
+    low_ns = int((around - timedelta(hours=1)).timestamp() * 1e9)
+    high_ns = int((around + timedelta(days=1)).timestamp() * 1e9)
+    rows = [(s.attributes,) for s in span_reader(DEFAULT_LAYOUT).trace(conn, trace_id)
+            if low_ns <= s.start_ns < high_ns and s.attributes.get("openinference.span.kind") == "RETRIEVER"]
     documents: list[str] = []
     for (attributes,) in rows:
         indexed = []

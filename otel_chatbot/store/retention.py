@@ -1,4 +1,6 @@
-"""Retention: drop whole daily partitions older than N days (no DELETE, no vacuum debt)."""
+"""Retention: drop whole daily partitions older than N days (no DELETE, no vacuum debt), of every
+partitioned table: spans or the blocks layout's tables (span_blocks, span_traces, llm_calls,
+error_spans), and chat_turns."""
 
 from __future__ import annotations
 
@@ -38,9 +40,12 @@ def purge_older_than(url: str, days: int, *, now: datetime | None = None) -> lis
                     dropped.append(name)
                     dropped_until = max(dropped_until or day_end, day_end)
             # Rows of far-off days live in the default partition: deleted, not dropped.
+            default = default_partition(table)
+            if conn.execute("SELECT to_regclass(%s)", (default,)).fetchone() in (None, (None,)):
+                continue  # a table of a later migration than this database's schema
             key = sql.Identifier(PARTITION_KEYS[table])
-            conn.execute(sql.SQL("DELETE FROM {} WHERE {} < %s").format(
-                sql.Identifier(default_partition(table)), key), (cutoff,))
+            conn.execute(sql.SQL("DELETE FROM {} WHERE {} < %s").format(sql.Identifier(default), key),
+                         (cutoff,))
         if dropped_until is not None:
             conn.execute("DELETE FROM turn_parts WHERE last_span_at < %s", (dropped_until,))
         # Settle reminders of the turns that went (the settle would drop them too, one by one).

@@ -18,6 +18,7 @@ from psycopg import sql
 
 from otel_chatbot.store.embedded import EmbeddedPostgres, ensure_private_runtime_dir
 from otel_chatbot.store.migrate import migrate
+from otel_chatbot.store.span_storage import DEFAULT_LAYOUT, LAYOUTS
 from otel_chatbot.store.writer import BatchWriter
 
 _TEMPLATE_DB = "otel_chatbot_template"
@@ -88,10 +89,28 @@ def database_url(pg_admin_url: str, _migrated_template: str) -> Iterator[str]:
         yield url
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_layouts: run each test that uses the span_storage fixture "
+                                       "(or the writer) once per span layout")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked both_layouts that use ``span_storage`` (directly or through ``writer``) run once
+    per layout, with ids [rows] and [blocks]."""
+    if metafunc.definition.get_closest_marker("both_layouts") and "span_storage" in metafunc.fixturenames:
+        metafunc.parametrize("span_storage", LAYOUTS, indirect=True)
+
+
 @pytest.fixture
-def writer(database_url: str) -> Iterator[BatchWriter]:
-    """A started BatchWriter on a fresh migrated database."""
-    w = BatchWriter(database_url)
+def span_storage(request: pytest.FixtureRequest) -> str:
+    """The span layout under test: the default, or each layout in tests marked both_layouts."""
+    return str(getattr(request, "param", DEFAULT_LAYOUT))
+
+
+@pytest.fixture
+def writer(database_url: str, span_storage: str) -> Iterator[BatchWriter]:
+    """A started BatchWriter (layout ``span_storage``) on a fresh migrated database."""
+    w = BatchWriter(database_url, span_storage=span_storage)
     w.start()
     yield w
     w.shutdown()

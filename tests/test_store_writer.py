@@ -5,12 +5,16 @@ from __future__ import annotations
 import threading
 
 import pytest
+from layouts import BOTH_LAYOUTS, span_keys, trace_spans
 from store_factories import DAY_NS, NOW_NS, US, feedback, flags_of, llm_span, rows, span, trace_id, turn
 
 from otel_chatbot.errors import PermanentError
 from otel_chatbot.records import NormalisedBatch
+from otel_chatbot.store.partitions import BLOCK_TABLES
 from otel_chatbot.store.turnplan import fold_auto_turns
 from otel_chatbot.store.writer import BatchWriter
+
+pytestmark = BOTH_LAYOUTS
 
 
 def test_retried_batch_never_duplicates_and_reports_nothing_new(writer: BatchWriter,
@@ -27,7 +31,7 @@ def test_retried_batch_never_duplicates_and_reports_nothing_new(writer: BatchWri
     again = writer.write(batch)
     assert (again.new_spans, again.new_turns, again.new_feedback, again.new_sessions) == ([], [], [], [])
     assert again.span_count == 2 and again.duplicate_spans == 2
-    assert rows(database_url, "SELECT count(*) FROM spans") == [(2,)]
+    assert span_keys(database_url) == sorted((t, s.span_id) for s in batch.spans)
     assert rows(database_url, "SELECT count(*), sum(input_tokens) FROM chat_turns") == [(1, 100)]
 
 
@@ -38,19 +42,21 @@ def test_partly_stored_batch_reports_only_the_new_spans(writer: BatchWriter, dat
     result = writer.write(NormalisedBatch(spans=[old, new, new]))  # a span repeated in the batch counts once
     assert [s.span_id for s in result.new_spans] == [new.span_id]
     assert result.duplicate_spans == 2
-    assert rows(database_url, "SELECT count(*) FROM spans") == [(2,)]
+    assert span_keys(database_url) == sorted([(t, old.span_id), (t, new.span_id)])
 
 
-def test_span_columns_round_trip(writer: BatchWriter, database_url: str) -> None:
+def test_span_columns_round_trip(writer: BatchWriter, database_url: str, span_storage: str) -> None:
     t = trace_id()
     s = llm_span(t, start_ns=NOW_NS + 123_456_789)
     s.status_code, s.status_message, s.events_json = 2, "boom\ttab\\slash", '[{"name": "e"}]'
     writer.write(NormalisedBatch(spans=[s]))
-    (row,) = rows(database_url, "SELECT extract(epoch FROM start_time)::numeric, duration_ms, status_code, "
-                                "status_message, model, input_tokens, attributes, events FROM spans")
-    assert float(row[0]) == pytest.approx((NOW_NS + 123_456_789) / 1e9, abs=1e-6)
-    assert row[1:6] == (500.0, 2, "boom\ttab\\slash", "gpt-4o", 100)
-    assert row[6] == {"k": "v"} and row[7] == [{"name": "e"}]
+    (row,) = trace_spans(database_url, t, span_storage)
+    # A timestamptz column keeps microseconds; a block keeps the nanoseconds sent.
+    precision = 1000 if span_storage == "rows" else 1
+    assert row.start_ns == (NOW_NS + 123_456_789) // precision * precision
+    assert (row.duration_ms, row.status_code, row.status_message, row.model, row.input_tokens) == (
+        500.0, 2, "boom\ttab\\slash", "gpt-4o", 100)
+    assert row.attributes == {"k": "v"} and row.events == [{"name": "e"}]
 
 
 def test_token_sums_whatever_order_and_batch_the_llm_spans_arrive(writer: BatchWriter,
@@ -132,21 +138,23 @@ def test_feedback_latest_wins_even_when_an_older_event_arrives_later(writer: Bat
     assert [(f.rating, f.time_ns) for f in r5.new_feedback] == [("down", NOW_NS + 2 * US)]
 
 
-def test_partitions_are_created_per_day_on_demand(writer: BatchWriter, database_url: str) -> None:
+def test_partitions_are_created_per_day_on_demand(writer: BatchWriter, database_url: str,
+                                                  span_storage: str) -> None:
     a, b = trace_id(), trace_id()
     writer.write(NormalisedBatch(spans=[span(a), span(b, start_ns=NOW_NS - 2 * DAY_NS)],
                                  turns=[turn(a), turn(b, start_ns=NOW_NS - 2 * DAY_NS)]))
     names = {r[0] for r in rows(database_url, "SELECT c.relname FROM pg_inherits i "
                                               "JOIN pg_class c ON c.oid = i.inhrelid WHERE c.relkind = 'r'")}
-    spans_parts = {n for n in names if n.startswith("spans_p")}
-    turns_parts = {n for n in names if n.startswith("chat_turns_p")}
-    assert len(spans_parts) == 2 and len(turns_parts) == 2
-    per_partition = rows(database_url, "SELECT tableoid::regclass::text, count(*) FROM spans GROUP BY 1")
+    tables = ("spans",) if span_storage == "rows" else BLOCK_TABLES
+    for table in (*tables, "chat_turns"):
+        assert len({n for n in names if n.startswith(table + "_p")}) == 2, table
+    table = "spans" if span_storage == "rows" else "span_traces"
+    per_partition = rows(database_url, f"SELECT tableoid::regclass::text, count(*) FROM {table} GROUP BY 1")
     assert sorted(n for _, n in per_partition) == [1, 1]
 
 
-def test_a_second_writer_process_racing_on_partitions(database_url: str) -> None:
-    writers = [BatchWriter(database_url) for _ in range(4)]
+def test_a_second_writer_process_racing_on_partitions(database_url: str, span_storage: str) -> None:
+    writers = [BatchWriter(database_url, span_storage=span_storage) for _ in range(4)]
     errors: list[BaseException] = []
     day = NOW_NS + 30 * DAY_NS  # a day no partition exists for yet
 
@@ -169,14 +177,14 @@ def test_a_second_writer_process_racing_on_partitions(database_url: str) -> None
     assert rows(database_url, "SELECT count(*) FROM chat_turns") == [(4,)]
 
 
-def test_concurrent_writers_keep_token_sums_of_a_shared_trace(database_url: str) -> None:
+def test_concurrent_writers_keep_token_sums_of_a_shared_trace(database_url: str, span_storage: str) -> None:
     t = trace_id()
     root = span(t)
     batches = [NormalisedBatch(spans=[root], turns=[turn(t, sid=root.span_id)])] + [
         NormalisedBatch(spans=[llm_span(t, start_ns=NOW_NS + i * US, input_tokens=1, output_tokens=1,
                                         cost_usd=0.0)])
         for i in range(1, 9)]
-    writers = [BatchWriter(database_url) for _ in batches]
+    writers = [BatchWriter(database_url, span_storage=span_storage) for _ in batches]
     barrier = threading.Barrier(len(batches))
 
     def run(w: BatchWriter, b: NormalisedBatch) -> None:
@@ -210,7 +218,7 @@ def test_rejected_batch_rolls_back_everything_and_the_writer_goes_on(writer: Bat
     bad = NormalisedBatch(spans=[span(t)], turns=[turn(t)], feedback=[feedback(t, "meh", NOW_NS)])
     with pytest.raises(PermanentError, match="rating"):
         writer.write(bad)
-    assert rows(database_url, "SELECT count(*) FROM spans") == [(0,)]
+    assert span_keys(database_url) == []
     assert rows(database_url, "SELECT count(*) FROM chat_turns") == [(0,)]
     too_big = span(t)
     too_big.input_tokens = 2**40  # does not fit the int column

@@ -6,7 +6,8 @@ span on one, each LLM child on another), and every span is sent twice: in the or
 OTLP/HTTP and at the same time in copies over OTLP/gRPC to another replica, cut differently so each copy
 overlaps two originals (a Collector retry after a timeout, or data re-batched and re-routed when the
 hash ring moved). The senders retry 429/503 and gRPC UNAVAILABLE /
-RESOURCE_EXHAUSTED, as the Collector does. Then, in the one real Postgres: every span once, every turn
+RESOURCE_EXHAUSTED, as the Collector does. Both span layouts (rows, blocks). Then, in the one real
+Postgres: every span once, every turn
 once with its trace's token sums, usage counted once per LLM span, sessions once; and the replicas'
 metrics summed count every turn and token once.
 """
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 import grpc
 import httpx
 import pytest
+from layouts import BOTH_LAYOUTS, span_keys
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -34,7 +36,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from server_support import NOW_NS, fetch
 from tools import free_port, stop_process, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, BOTH_LAYOUTS]
 
 REPLICAS = 3
 TRACES = 90
@@ -170,18 +172,18 @@ class RetryingSender:
         raise AssertionError(f"replica {replica} kept refusing the request")
 
 
-def _serve(database_url: str, replica: Replica) -> subprocess.Popen[bytes]:
+def _serve(database_url: str, replica: Replica, span_storage: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "otel_chatbot.cli", "serve", "--database-url", database_url,
          "--otlp-http", replica.http, "--otlp-grpc", replica.grpc, "--metrics", replica.metrics,
-         "--log-level", "warning", "--turn-settle-seconds", "0.5"],
+         "--log-level", "warning", "--turn-settle-seconds", "0.5", "--span-storage", span_storage],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 @pytest.fixture
-def replicas(database_url: str) -> Iterator[list[Replica]]:
+def replicas(database_url: str, span_storage: str) -> Iterator[list[Replica]]:
     addresses = [Replica(*(f"127.0.0.1:{free_port()}" for _ in range(3))) for _ in range(REPLICAS)]
-    procs = [_serve(database_url, r) for r in addresses]
+    procs = [_serve(database_url, r, span_storage) for r in addresses]
     try:
         for replica, proc in zip(addresses, procs, strict=True):
             def ready(replica: Replica = replica, proc: subprocess.Popen[bytes] = proc) -> bool:
@@ -218,8 +220,9 @@ def test_replicas_write_each_span_and_turn_once(replicas: list[Replica], databas
     finally:
         sender.close()
 
-    spans = fetch(database_url, "SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM spans")[0]
-    assert spans == (TRACES * 3, TRACES * 3)
+    stored = span_keys(database_url)
+    assert stored == sorted({(c.trace_id.hex(), s.span_id.hex()) for c in cases for s in c.spans})
+    assert len(stored) == TRACES * 3
 
     turns = fetch(database_url, """
         SELECT trace_id, turn_id, auto, session_id, user_message, bot_response, input_tokens, output_tokens,

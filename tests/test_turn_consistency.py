@@ -2,7 +2,7 @@
 
 Each case sends real OTLP protobuf through normalise_traces and the real BatchWriter on the real
 Postgres, in the order an OpenTelemetry BatchSpanProcessor exports (children before their parent),
-and compares with the same trace sent in one batch.
+and compares with the same trace sent in one batch; in both span layouts.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from layouts import BOTH_LAYOUTS
 from server_support import base_url, running, wait_until
 from store_factories import NOW_NS, rows
 from turn_support import ERROR, SEC, counter_values, metric_value, normalised, otlp
@@ -20,6 +21,8 @@ from turn_support import ERROR, SEC, counter_values, metric_value, normalised, o
 from otel_chatbot.processor.config import ConfigError, load_config
 from otel_chatbot.processor.metrics import ProcessorMetrics
 from otel_chatbot.store.writer import BatchWriter
+
+pytestmark = BOTH_LAYOUTS
 
 
 def write_batches(writer: BatchWriter, metrics: ProcessorMetrics, batches: Sequence[Sequence[dict[str, Any]]]
@@ -34,9 +37,9 @@ def sample(metrics: ProcessorMetrics, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def settling_writer(database_url: str) -> Iterator[BatchWriter]:
+def settling_writer(database_url: str, span_storage: str) -> Iterator[BatchWriter]:
     """A writer that counts turns once they are final (no span of their trace for 60 s)."""
-    writer = BatchWriter(database_url, settle_seconds=60)
+    writer = BatchWriter(database_url, settle_seconds=60, span_storage=span_storage)
     writer.start()
     yield writer
     writer.shutdown()
@@ -128,7 +131,8 @@ def test_a_turn_replacing_an_auto_turn_is_counted_once(settling_writer: BatchWri
     assert counter_values(metrics.sessions) == {("bot", "api"): 1.0}
 
 
-def test_a_replacement_after_the_auto_turn_was_counted_is_not_counted_again(database_url: str) -> None:
+def test_a_replacement_after_the_auto_turn_was_counted_is_not_counted_again(database_url: str,
+                                                                           span_storage: str) -> None:
     """Count-at-commit (settle 0): the auto turn is counted at once; the SDK turn that replaces it
     later inherits that count instead of adding a second turn."""
     trace, root, remote_llm, _ = _ids()
@@ -137,7 +141,7 @@ def test_a_replacement_after_the_auto_turn_was_counted_is_not_counted_again(data
               "attrs": {"gen_ai.request.model": "gpt-4o-mini", "gen_ai.usage.input_tokens": 7}}
     turn = {"trace": trace, "id": root, "name": "chat.turn", "end": SEC,
             "attrs": {"chat.turn.id": "t-late", "chat.source": "api", "chat.blocked": True}}
-    writer = BatchWriter(database_url)
+    writer = BatchWriter(database_url, span_storage=span_storage)
     writer.start()
     try:
         metrics = ProcessorMetrics()
@@ -171,11 +175,11 @@ def test_tokens_are_summed_per_turn_not_per_trace(settling_writer: BatchWriter, 
         ("job-turn-0", 100, 50, 0.1), ("job-turn-1", 40, 20, 0.04)]
 
 
-def test_the_processor_counts_a_turn_once_it_settles(database_url: str) -> None:
+def test_the_processor_counts_a_turn_once_it_settles(database_url: str, span_storage: str) -> None:
     """Through the real HTTP receiver and pipeline: children first, then the turn; the writer thread's
     periodic settle counts the turn with both flags once."""
     children, turn, turn_id = _sdk_turn_with_guarded_children()
-    with running(database_url, turn_settle_seconds=0.5) as processor:
+    with running(database_url, turn_settle_seconds=0.5, span_storage=span_storage) as processor:
         for batch in (children, turn):
             response = httpx.post(f"{base_url(processor)}/v1/traces", content=otlp(batch),
                                   headers={"Content-Type": "application/x-protobuf"}, timeout=30)

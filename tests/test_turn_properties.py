@@ -6,8 +6,9 @@ guardrails, flag spans, retrievals; sometimes an unstamped LLM span of another s
 (an OpenInference chain above LLM calls, guardrails and flag spans, sometimes under an HTTP span) and
 feedback spans. Each example is written twice on the real Postgres through normalise and the real
 BatchWriter: once in one batch by one writer, once split, shuffled, with duplicates, by two writers
-running at the same time (two replicas, each with its own metrics). After a final settle, tables and
-summed metric values must be equal.
+running at the same time (two replicas, each with its own metrics). After a final settle, tables
+(the stored span ids included) and summed metric values must be equal. Everything runs once per span
+layout (rows, blocks).
 
 The CI run is derandomized with a bounded number of examples; OTEL_CHATBOT_PROPERTY_EXAMPLES raises it
 for a longer run (the figure of the last long run is in docs/metrics.md).
@@ -30,6 +31,7 @@ from store_factories import NOW_NS
 from turn_support import ERROR, SEC, chat_metric_values, normalised
 
 from otel_chatbot.processor.metrics import ProcessorMetrics
+from otel_chatbot.store.span_storage import LAYOUTS
 from otel_chatbot.store.writer import BatchWriter
 
 EXAMPLES = int(os.environ.get("OTEL_CHATBOT_PROPERTY_EXAMPLES", "60"))
@@ -206,7 +208,8 @@ def _tables(url: str, tag: str) -> Tables:
         "sessions": ("SELECT session_id, service, source, first_seen FROM sessions "
                      "WHERE session_id LIKE %s ORDER BY 1, 2", like),
         # Every trace of the example starts with the first 13 bytes of its nonce.
-        "spans": ("SELECT count(*) FROM spans WHERE trace_id LIKE %s", tag[:26] + "%"),
+        "spans": ("SELECT trace_id, span_id FROM stored_span_ids WHERE trace_id LIKE %s ORDER BY 1, 2",
+                  tag[:26] + "%"),
     }
     out: Tables = {}
     with psycopg.connect(url, row_factory=dict_row) as conn:
@@ -230,9 +233,9 @@ def _differences(expected: Tables, got: Tables) -> list[str]:
 class _Replica:
     """A processor replica: a writer (kept across examples) and the metrics of one example."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, span_storage: str) -> None:
         self.writer_url = url
-        self.writer = BatchWriter(url, settle_seconds=60)
+        self.writer = BatchWriter(url, settle_seconds=60, span_storage=span_storage)
         self.writer.start()
         self.metrics = ProcessorMetrics()
 
@@ -247,9 +250,11 @@ class _Replica:
         self.metrics.observe_commit(self.writer.settle(until_ns=FINAL))
 
 
-@pytest.fixture(scope="module")
-def replicas(pg_admin_url: str, _migrated_template: str) -> Iterator[tuple[_Replica, _Replica, _Replica]]:
-    """The one-batch reference replica on a database of its own, and two replicas sharing another."""
+@pytest.fixture(scope="module", params=LAYOUTS)
+def replicas(request: pytest.FixtureRequest, pg_admin_url: str,
+             _migrated_template: str) -> Iterator[tuple[_Replica, _Replica, _Replica]]:
+    """The one-batch reference replica on a database of its own, and two replicas sharing another;
+    once per span layout."""
     head = pg_admin_url.partition("?")[0].rsplit("/", 1)[0]
     query = pg_admin_url.partition("?")[2]
     names = [f"prop_{os.urandom(6).hex()}" for _ in range(2)]
@@ -258,7 +263,8 @@ def replicas(pg_admin_url: str, _migrated_template: str) -> Iterator[tuple[_Repl
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
                 sql.Identifier(name), sql.Identifier(_migrated_template)))
     reference_url, split_url = (f"{head}/{n}" + (f"?{query}" if query else "") for n in names)
-    made = (_Replica(reference_url), _Replica(split_url), _Replica(split_url))
+    made = (_Replica(reference_url, request.param), _Replica(split_url, request.param),
+            _Replica(split_url, request.param))
     try:
         yield made
     finally:

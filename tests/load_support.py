@@ -126,7 +126,8 @@ def post_traces(url: str, body: bytes) -> tuple[int, str | None]:
 
 def stored_span_counts(url: str) -> dict[tuple[str, str], int]:
     with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT trace_id, span_id, count(*) FROM spans GROUP BY 1, 2").fetchall()
+        rows = conn.execute("SELECT trace_id, span_id, count(*) FROM stored_span_ids "
+                            "GROUP BY 1, 2").fetchall()
     return {(str(t), str(s)): int(n) for t, s, n in rows}
 
 

@@ -93,12 +93,13 @@ def turn_request(
 
 
 def count_spans(url: str, traces: Sequence[str] | None = None) -> int:
+    """Stored spans (of ``traces``), whichever span layout stored them."""
     with psycopg.connect(url) as conn:
         if traces is None:
-            row = conn.execute("SELECT count(*) FROM spans").fetchone()
+            row = conn.execute("SELECT count(*) FROM stored_span_ids").fetchone()
         else:
             row = conn.execute(
-                "SELECT count(*) FROM spans WHERE trace_id = ANY(%s)", (list(traces),)
+                "SELECT count(*) FROM stored_span_ids WHERE trace_id = ANY(%s)", (list(traces),)
             ).fetchone()
     assert row is not None
     return int(row[0])

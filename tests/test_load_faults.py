@@ -19,7 +19,7 @@ from server_support import turn_request
 
 def _trace_counts(url: str) -> dict[str, int]:
     with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT trace_id, count(*) FROM spans GROUP BY 1").fetchall()
+        rows = conn.execute("SELECT trace_id, count(*) FROM stored_span_ids GROUP BY 1").fetchall()
     return {str(t): int(n) for t, n in rows}
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from google.rpc.status_pb2 import Status
+from layouts import BOTH_LAYOUTS, trace_spans
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
@@ -27,9 +28,12 @@ PROTOBUF = {"Content-Type": "application/x-protobuf"}
 TESTDATA = Path(__file__).parent / "testdata"
 
 
+pytestmark = BOTH_LAYOUTS  # the guarantees hold in both span layouts
+
+
 @pytest.fixture
-def processor(database_url: str) -> Iterator[Processor]:
-    with running(database_url, max_body_bytes=64 * 1024) as proc:
+def processor(database_url: str, span_storage: str) -> Iterator[Processor]:
+    with running(database_url, max_body_bytes=64 * 1024, span_storage=span_storage) as proc:
         yield proc
 
 
@@ -87,7 +91,7 @@ def test_real_http_exporter_rows_visible_when_export_returns(
 
 
 def test_otlp_json_with_hex_ids_is_stored_and_answered_in_json(
-    processor: Processor, database_url: str
+    processor: Processor, database_url: str, span_storage: str
 ) -> None:
     body = (TESTDATA / "otlp" / "traces_openinference.json").read_bytes()
     response = httpx.post(
@@ -96,8 +100,10 @@ def test_otlp_json_with_hex_ids_is_stored_and_answered_in_json(
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")
     assert response.json() == {} or "partialSuccess" in response.json()
-    rows = fetch(database_url, "SELECT trace_id, service FROM spans ORDER BY span_id")
-    assert rows and all(r == ("5b8efff798038103d269b633813fc60c", "json-bot") for r in rows)
+    trace = "5b8efff798038103d269b633813fc60c"
+    rows = [(s.trace_id, s.service) for s in trace_spans(database_url, trace, span_storage)]
+    assert rows and all(r == (trace, "json-bot") for r in rows)
+    assert count_spans(database_url) == len(rows)
 
 
 def test_protobuf_response_is_an_export_response(processor: Processor, database_url: str) -> None:

@@ -36,7 +36,9 @@ TURN_QUERY = ("SELECT session_id, user_id, user_message, bot_response, model, in
 
 @pytest.fixture
 def processor(database_url: str) -> Iterator[Processor]:
-    with running(database_url) as proc:
+    # The rows layout: these tests read the normalised span columns from `spans` (the blocks layout
+    # stores the same values: tests/test_store_writer.py and test_store_write_paths.py check both).
+    with running(database_url, span_storage="rows") as proc:
         yield proc
 
 

@@ -73,7 +73,7 @@ def test_writer_reports_unavailable_while_the_server_is_down_then_recovers(tmp_p
         retried = writer.write(NormalisedBatch(spans=[span(trace_id())]))  # reconnects by itself
         assert len(retried.new_spans) == 1
         with psycopg.connect(url) as conn:
-            assert conn.execute("SELECT count(*) FROM spans").fetchone() == (2,)
+            assert conn.execute("SELECT count(*) FROM stored_span_ids").fetchone() == (2,)
     finally:
         writer.shutdown()
         server.shutdown()

@@ -30,7 +30,7 @@ def test_migrate_applies_all_versions_once_in_order(fresh_database_url: str) -> 
         partitioned = {r[0] for r in conn.execute(
             "SELECT c.relname FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid")}
     assert {"feedback", "evaluations", "sessions", "schema_migrations"} <= tables
-    assert partitioned == {"spans", "chat_turns"}
+    assert partitioned == {"spans", "chat_turns", "span_blocks", "span_traces", "llm_calls", "error_spans"}
 
 
 def test_concurrent_migrate_from_two_processes_applies_each_version_once(fresh_database_url: str) -> None:

@@ -59,6 +59,12 @@ ERROR_TYPES: Final = ("text", "text", "text", "text", "text", "timestamptz", "fl
 _STATUS_ERROR: Final = 2
 
 
+_COPY_BLOCKS: Final = f"COPY span_blocks ({', '.join(BLOCK_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_COPY_TRACES: Final = f"COPY span_traces ({', '.join(TRACE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_COPY_LLM: Final = f"COPY llm_calls ({', '.join(LLM_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_COPY_ERRORS: Final = f"COPY error_spans ({', '.join(ERROR_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+
+
 class BlockStorage:
     """Spans as compressed blocks (one instance per writer: the block encoder is not thread-safe)."""
 
@@ -107,11 +113,11 @@ class BlockStorage:
 
     def _copy(self, cur: psycopg.Cursor[Any], spans: list[SpanRow]) -> None:
         blocks = self.blocks(spans)
-        with cur.copy(_copy_statement("span_blocks", BLOCK_COLUMNS)) as copy:  # type: ignore[arg-type]
+        with cur.copy(_COPY_BLOCKS) as copy:  # type: ignore[arg-type]
             copy.set_types(list(BLOCK_TYPES))
             for b in blocks:
                 copy.write_row((b.block_id, b.start_ns, len(b.spans), b.raw_bytes, b.body))
-        with cur.copy(_copy_statement("span_traces", TRACE_COLUMNS)) as copy:  # type: ignore[arg-type]
+        with cur.copy(_COPY_TRACES) as copy:  # type: ignore[arg-type]
             copy.set_types(list(TRACE_TYPES))
             for b in blocks:
                 for row in trace_index_rows(b):
@@ -119,7 +125,7 @@ class BlockStorage:
         llm = [s for s in spans if s.model is not None or s.input_tokens is not None
                or s.output_tokens is not None]
         if llm:
-            with cur.copy(_copy_statement("llm_calls", LLM_COLUMNS)) as copy:  # type: ignore[arg-type]
+            with cur.copy(_COPY_LLM) as copy:  # type: ignore[arg-type]
                 copy.set_types(list(LLM_TYPES))
                 write = copy.write_row
                 for s in llm:
@@ -129,7 +135,7 @@ class BlockStorage:
                            s.operation, s.input_tokens, s.output_tokens, s.cost_usd))
         failed = [s for s in spans if s.status_code == _STATUS_ERROR]
         if failed:
-            with cur.copy(_copy_statement("error_spans", ERROR_COLUMNS)) as copy:  # type: ignore[arg-type]
+            with cur.copy(_COPY_ERRORS) as copy:  # type: ignore[arg-type]
                 copy.set_types(list(ERROR_TYPES))
                 for s in failed:
                     end_ns = max(s.end_ns, s.start_ns)
@@ -167,6 +173,3 @@ def trace_index_rows(block: EncodedBlock) -> list[tuple[str, int, bytes, bytes, 
 def _day_start(day: int) -> datetime:
     return datetime.fromtimestamp(day * 86_400, UTC)
 
-
-def _copy_statement(table: str, columns: tuple[str, ...]) -> str:
-    return f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"

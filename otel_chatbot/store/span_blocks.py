@@ -99,7 +99,9 @@ def encode_lines(spans: Iterable[SpanRow]) -> bytes:
         index = resources.get(s.resource_json)
         if index is None:
             index = resources[s.resource_json] = len(resources)
-        append(dumps((s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start_ns, s.end_ns,
+        # An end before the start (a client clock stepping back) is stored as duration 0, as in `spans`.
+        append(dumps((s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start_ns,
+                      s.end_ns if s.end_ns >= s.start_ns else s.start_ns,
                       s.status_code, s.status_message, s.service, index, fragment(s.attributes_json),
                       fragment(s.events_json), s.model, s.provider, s.input_tokens, s.output_tokens,
                       s.cost_usd, s.operation, s.turn_scope)))

@@ -8,6 +8,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from layouts import BOTH_LAYOUTS
 from prometheus_client import CollectorRegistry
 from store_factories import DAY_NS, NOW_NS, span, trace_id, turn
 
@@ -17,7 +18,11 @@ from otel_chatbot.store.partitions import create_partitions, day_of_ns, list_par
 from otel_chatbot.store.retention import purge_older_than
 from otel_chatbot.store.writer import BatchWriter
 
+pytestmark = BOTH_LAYOUTS
 YEAR_NS = 365 * DAY_NS
+# The table with one row per stored trace (of one span here) in each layout, and the layout's tables.
+TRACE_TABLE = {"rows": "spans", "blocks": "span_traces"}
+SPAN_TABLES = {"rows": ("spans",), "blocks": ("span_blocks", "span_traces")}
 
 
 def _scattered_batch(rng: random.Random, n: int) -> tuple[NormalisedBatch, list[int]]:
@@ -27,12 +32,13 @@ def _scattered_batch(rng: random.Random, n: int) -> tuple[NormalisedBatch, list[
                            turns=[turn(t, start_ns=ts) for t, ts in zip(traces, times, strict=True)]), times
 
 
-def test_scattered_timestamps_create_a_bounded_number_of_partitions(database_url: str) -> None:
+def test_scattered_timestamps_create_a_bounded_number_of_partitions(database_url: str,
+                                                                   span_storage: str) -> None:
     rng = random.Random(7)
     batch, times = _scattered_batch(rng, 200)
     registry = CollectorRegistry()
     metrics = ProcessorMetrics(registry)
-    writer = BatchWriter(database_url)
+    writer = BatchWriter(database_url, span_storage=span_storage)
     writer.start()
     try:
         result = writer.write(batch)
@@ -44,28 +50,33 @@ def test_scattered_timestamps_create_a_bounded_number_of_partitions(database_url
     assert result.out_of_range_spans == 200 - len(in_window)
     assert registry.get_sample_value("otel_chatbot_spans_out_of_range_total") == 200 - len(in_window)
     with psycopg.connect(database_url) as conn:
-        for table in ("spans", "chat_turns"):
+        for table in (*SPAN_TABLES[span_storage], "chat_turns"):
             days = {d for _, d in list_partitions(conn, table)}
             assert days == {day_of_ns(ts) for ts in in_window}
+        for table in (TRACE_TABLE[span_storage], "chat_turns"):
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (200,)
             default = conn.execute(f"SELECT count(*) FROM {table}_default").fetchone()
             assert default == (200 - len(in_window),)
 
 
-def test_a_day_partition_created_later_takes_its_rows_from_the_default(database_url: str) -> None:
+def test_a_day_partition_created_later_takes_its_rows_from_the_default(database_url: str,
+                                                                     span_storage: str) -> None:
     future = NOW_NS + 5 * DAY_NS  # beyond the window today: the default partition
     trace = trace_id()
-    writer = BatchWriter(database_url)
+    table = TRACE_TABLE[span_storage]
+    writer = BatchWriter(database_url, span_storage=span_storage)
     writer.start()
     try:
         first = writer.write(NormalisedBatch(spans=[span(trace, start_ns=future, sid="00000000000000aa")]))
         assert first.out_of_range_spans == 1
         with psycopg.connect(database_url) as conn:
             conn.autocommit = True
-            create_partitions(conn, "spans", [day_of_ns(future)])  # that day has come
-            assert conn.execute("SELECT count(*) FROM spans_default").fetchone() == (0,)
-            name = f"spans_p{day_of_ns(future):%Y%m%d}"
-            assert conn.execute(f"SELECT span_id FROM {name}").fetchall() == [("00000000000000aa",)]
+            for each in SPAN_TABLES[span_storage]:
+                create_partitions(conn, each, [day_of_ns(future)])  # that day has come
+                assert conn.execute(f"SELECT count(*) FROM {each}_default").fetchone() == (0,)
+            name = f"{table}_p{day_of_ns(future):%Y%m%d}"
+            assert conn.execute(f"SELECT trace_id FROM {name}").fetchall() == [(trace,)]
+            assert conn.execute("SELECT span_id FROM stored_span_ids").fetchall() == [("00000000000000aa",)]
         # A Collector retry of the same span is still a duplicate, not a second row.
         again = writer.write(NormalisedBatch(spans=[span(trace, start_ns=future, sid="00000000000000aa")]))
         assert again.duplicate_spans == 1
@@ -73,9 +84,9 @@ def test_a_day_partition_created_later_takes_its_rows_from_the_default(database_
         writer.shutdown()
 
 
-def test_retention_deletes_old_rows_of_the_default_partition(database_url: str) -> None:
+def test_retention_deletes_old_rows_of_the_default_partition(database_url: str, span_storage: str) -> None:
     old, recent_far = NOW_NS - 400 * DAY_NS, NOW_NS + 400 * DAY_NS
-    writer = BatchWriter(database_url)
+    writer = BatchWriter(database_url, span_storage=span_storage)
     writer.start()
     try:
         spans = [span(trace_id(), start_ns=old), span(trace_id(), start_ns=recent_far)]
@@ -84,5 +95,6 @@ def test_retention_deletes_old_rows_of_the_default_partition(database_url: str) 
         writer.shutdown()
     purge_older_than(database_url, 30, now=datetime.fromtimestamp(NOW_NS / 1e9, UTC) + timedelta(hours=1))
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT count(*) FROM spans_default").fetchone() == (1,)
+        for table in SPAN_TABLES[span_storage]:
+            assert conn.execute(f"SELECT count(*) FROM {table}_default").fetchone() == (1,), table
         assert conn.execute("SELECT count(*) FROM chat_turns_default").fetchone() == (0,)

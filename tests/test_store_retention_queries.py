@@ -6,18 +6,23 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
+from layouts import span_keys
 from store_factories import DAY_NS, NOW_NS, feedback, flags_of, llm_span, span, trace_id, turn
 
 from otel_chatbot.records import NormalisedBatch
+from otel_chatbot.store.partitions import BLOCK_TABLES
 from otel_chatbot.store.queries import chat_summary, format_summary, turn_exists
 from otel_chatbot.store.retention import purge_older_than
 from otel_chatbot.store.writer import BatchWriter
 
 
-def test_purge_drops_only_partitions_entirely_older_than_the_cutoff(database_url: str) -> None:
+@pytest.mark.both_layouts
+def test_purge_drops_only_partitions_entirely_older_than_the_cutoff(database_url: str,
+                                                                    span_storage: str) -> None:
     old_t, recent_t = trace_id(), trace_id()
     ten_days_ago = NOW_NS - 10 * DAY_NS
-    writer = BatchWriter(database_url)  # keeps its cache of known partitions across the purge
+    # keeps its cache of known partitions across the purge
+    writer = BatchWriter(database_url, span_storage=span_storage)
     writer.start()
     writer.write(NormalisedBatch(
         spans=[span(old_t, start_ns=ten_days_ago), span(recent_t),
@@ -28,9 +33,12 @@ def test_purge_drops_only_partitions_entirely_older_than_the_cutoff(database_url
 
     assert purge_older_than(database_url, 30, now=now) == []
     dropped = purge_older_than(database_url, 7, now=now)
-    assert sorted(dropped) == sorted([f"spans_p{old_day}", f"chat_turns_p{old_day}"])
+    tables = ("spans",) if span_storage == "rows" else BLOCK_TABLES
+    assert sorted(dropped) == sorted([f"{t}_p{old_day}" for t in (*tables, "chat_turns")])
+    assert {t for t, _ in span_keys(database_url)} == {recent_t}
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT DISTINCT trace_id FROM spans").fetchall() == [(recent_t,)]
+        if span_storage == "blocks":  # the LLM-call rows of the dropped day went with it
+            assert conn.execute("SELECT trace_id FROM llm_calls").fetchall() == [(recent_t,)]
         assert conn.execute("SELECT trace_id FROM chat_turns").fetchall() == [(recent_t,)]
         # usage totals of the purged trace go with its spans; the recent trace keeps its own
         assert conn.execute("SELECT trace_id FROM trace_usage").fetchall() == [(recent_t,)]
@@ -40,8 +48,7 @@ def test_purge_drops_only_partitions_entirely_older_than_the_cutoff(database_url
     late = writer.write(NormalisedBatch(spans=[span(trace_id(), start_ns=ten_days_ago)]))
     writer.shutdown()
     assert len(late.new_spans) == 1
-    with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT count(*) FROM spans").fetchone() == (3,)
+    assert len(span_keys(database_url)) == 3
 
 
 def test_purge_rejects_negative_days(database_url: str) -> None:

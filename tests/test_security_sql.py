@@ -12,7 +12,10 @@ import re
 from pathlib import Path
 
 from export_support import exporting, http_exporter
+from layouts import trace_spans
 from server_support import base_url, fetch, running
+
+from otel_chatbot.store.span_blocks import StoredSpan
 
 PACKAGE = Path(__file__).resolve().parent.parent / "otel_chatbot"
 PAYLOADS = [
@@ -30,6 +33,12 @@ PAYLOADS = [
 NUL = "before\x00after"
 
 
+def _turn_spans(url: str, turn_id: str) -> list[StoredSpan]:
+    """The stored spans of a turn's trace, read back through the store's reader (either layout)."""
+    ((trace,),) = fetch(url, "SELECT trace_id FROM chat_turns WHERE turn_id = %s", (turn_id,))
+    return trace_spans(url, str(trace))
+
+
 def test_hostile_values_are_stored_verbatim(database_url: str) -> None:
     with running(database_url) as processor, \
             exporting(http_exporter(f"{base_url(processor)}/v1/traces"), resource={
@@ -44,20 +53,19 @@ def test_hostile_values_are_stored_verbatim(database_url: str) -> None:
                                                               "input.value": NUL, "custom.nul": NUL}):
             pass
 
-    tables = "SELECT to_regclass('spans') IS NOT NULL, to_regclass('chat_turns') IS NOT NULL"
-    assert fetch(database_url, tables) == [(True, True)]
+    tables = ("SELECT to_regclass('spans') IS NOT NULL, to_regclass('span_blocks') IS NOT NULL, "
+              "to_regclass('chat_turns') IS NOT NULL")
+    assert fetch(database_url, tables) == [(True, True, True)]
     for i, payload in enumerate(PAYLOADS):
-        span = fetch(database_url, "SELECT s.name, s.service, s.attributes->>'custom.payload', "
-                                   "s.attributes->>%s, s.resource->>'deployment' FROM spans s "
-                                   "JOIN chat_turns t USING (trace_id) WHERE t.turn_id = %s",
-                     (payload, f"turn-{i}"))
+        span = [(s.name, s.service, s.attributes.get("custom.payload"), s.attributes.get(payload),
+                 s.resource.get("deployment")) for s in _turn_spans(database_url, f"turn-{i}")]
         assert span == [(payload, PAYLOADS[0], payload, "as a key", PAYLOADS[2])], payload
         turn = fetch(database_url, "SELECT session_id, user_id, user_message, bot_response FROM chat_turns "
                                    "WHERE turn_id = %s", (f"turn-{i}",))
         assert turn == [(payload, payload, payload, payload + " reply")], payload
     # Postgres text cannot hold NUL: the processor writes U+FFFD in its place, the rest is kept.
-    nul = fetch(database_url, "SELECT t.user_message, s.attributes->>'custom.nul' FROM chat_turns t "
-                              "JOIN spans s USING (trace_id) WHERE t.turn_id = 'turn-nul'")
+    nul = [(fetch(database_url, "SELECT user_message FROM chat_turns WHERE turn_id = 'turn-nul'")[0][0],
+            s.attributes.get("custom.nul")) for s in _turn_spans(database_url, "turn-nul")]
     assert nul == [("before\ufffdafter", "before\ufffdafter")]
     assert fetch(database_url, "SELECT count(*) FROM chat_turns") == [(len(PAYLOADS) + 1,)]
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
+from otel_chatbot import trace_cli
 from otel_chatbot.processor.config import ConfigError, ProcessorConfig, load_config, unknown_variables
 from otel_chatbot.quality import evaluate_cli, stats
 
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "with --auth-token if it needs one) instead of starting a processor")
 
     stats.add_parser(commands, _add_database)
+    trace_cli.add_parser(commands, _add_database)
 
     purge = commands.add_parser(
         "purge", help="drop data older than N days, or every row of one user", formatter_class=formatter,
@@ -379,6 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _migrate(config)
         if args.command == "stats":
             return stats.run(args, config, _database_url)
+        if args.command == "trace":
+            return trace_cli.run(args, config, _database_url)
         if args.command == "purge" and args.user_id is not None:
             return _erase(config, args.user_id)
         if args.command == "purge":

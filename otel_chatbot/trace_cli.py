@@ -49,6 +49,9 @@ def add_parser(commands: Any, add_database: Callable[[argparse.ArgumentParser], 
                     "--format json prints every field and attribute.")
     add_database(p)
     p.add_argument("trace_id", metavar="TRACE_ID", help="32 hexadecimal characters")
+    p.add_argument("--span-storage", dest="span_storage", metavar="LAYOUT", default=None,
+                   help="the layout serve writes (blocks or rows; default blocks): read first, the other "
+                        "one for spans stored before a change")
     p.add_argument("--format", choices=("tree", "json"), default="tree", help="output format (default tree)")
 
 

@@ -18,7 +18,7 @@ from server_support import count_spans, turn_request, wait_until, writer_blocked
 from otel_chatbot.cli import main
 from otel_chatbot.store.writer import BatchWriter
 
-COMMANDS = ("serve", "migrate", "demo", "stats", "purge")
+COMMANDS = ("serve", "migrate", "demo", "stats", "purge", "trace")
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -1,17 +1,23 @@
-"""End-to-end ingest throughput: OTLP/HTTP protobuf → committed rows, against the raw COPY ceiling.
+"""End-to-end ingest: OTLP/HTTP protobuf → durable spans, per span layout and worker count, in one run.
 
-Starts an embedded Postgres and ``otel-chatbot serve`` (a separate process, so its peak RSS can be
-read), sends pre-encoded batches of LLM-like spans (OpenInference attributes, ~300-byte messages,
-a turn per trace, token sums, a few feedback spans) from several keep-alive connections, and counts
-spans/s from the first request to the last 200 (200 means committed). Then, on the same server and
-the same rows, measures the raw COPY ceiling: the stored rows, pre-built as COPY text, copied into a
-plain table (no partitions, no keys) in commits of the same size. Prints both and the ratio.
+Starts an embedded Postgres (fsync and synchronous_commit on) and, for each span layout (``rows``,
+``blocks``) and worker count, ``otel-chatbot serve --span-storage L --workers N`` (a separate process
+tree, so CPU and peak RSS can be read), with every feature on (turns, token sums, feedback, settle).
+Sends pre-encoded batches of LLM-like spans (OpenInference attributes, ~300-byte messages, a turn per
+trace, a few feedback spans) from several keep-alive connections, fresh spans each run, and counts
+spans/s from the first request to the last 200 (200 means committed). Then, in each run: CPU per span
+of the processor processes and of Postgres, bytes stored per span (the layout's span tables, and every
+table written), the time to fetch a whole trace with the layout's reader, the peak RSS of all
+processor processes together, and the latency from the end of a turn's last span in an app (the real
+OTel SDK exporting each span as it ends) until the turn is in chat_turns.
 
-With ``--workers 1,2`` the processor runs once per worker count (``serve --workers N``, fresh spans each
-time, one Postgres) and the figures of every run are printed side by side: spans/s, CPU per span of
-the processor processes (supervisor and workers) and of Postgres, the peak RSS of all of them together.
+The raw COPY ceiling does not depend on our schema: the first run's request bodies, decoded into one
+row per span (trace id, span id, parent id, name, kind, start, end, service, attributes as jsonb) and
+pre-encoded as binary COPY before the clock starts, then COPYed into a plain logged table, one commit
+per request. Every figure is printed in one table at the end, with the load average.
 
     python benchmarks/ingest.py [--batches 200] [--batch-size 512] [--connections 4] [--workers 1,2]
+                                [--layouts rows,blocks]
 """
 
 from __future__ import annotations
@@ -32,7 +38,18 @@ from pathlib import Path
 
 import psutil
 import psycopg
-from ceiling import copy_chunks, stored_span_chunks
+from ceiling import copy_ceiling_rows, request_copy_rows
+from ingest_measures import (
+    SPAN_TABLES,
+    cpu_seconds,
+    fetch_times_ms,
+    postgres_cpu_seconds,
+    rss,
+    stored_spans,
+    table_bytes,
+    trace_ids_of,
+    turn_latency_ms,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
@@ -163,63 +180,9 @@ def send_all(port: int, bodies: list[bytes], connections: int) -> tuple[float, i
     return elapsed, retries[0]
 
 
-def _tree(pid: int) -> list[psutil.Process]:
-    """The serve process and its worker processes (serve --workers N)."""
-    parent = psutil.Process(pid)
-    return [parent, *parent.children(recursive=True)]
-
-
-def _cpu_seconds(pid: int) -> dict[int, float]:
-    """CPU time of each processor process: the serve process and its live workers."""
-    out: dict[int, float] = {}
-    for process in _tree(pid):
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            continue
-        out[process.pid] = times.user + times.system
-    return out
-
-
-def _rss(pid: int) -> int:
-    total = 0
-    for process in _tree(pid):
-        try:
-            total += process.memory_info().rss
-        except psutil.Error:
-            continue
-    return total
-
-
-def _postgres_cpu_seconds(data_dir: Path) -> float | None:
-    """CPU time of the embedded server's processes (postmaster and backends); None if unknown."""
-    pid_file = data_dir / "postmaster.pid"
-    if not pid_file.exists():
-        return None
-    try:
-        postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
-        total = 0.0
-        for process in [postmaster, *postmaster.children(recursive=True)]:
-            times = process.cpu_times()
-            total += times.user + times.system + times.children_user + times.children_system
-        return total
-    except (psutil.Error, ValueError, PermissionError):
-        return None
-
-
-def copy_ceiling(url: str, batch_size: int) -> tuple[float, int]:
-    """COPY the stored span rows, pre-built as COPY text, into a plain table in commits of batch_size rows."""
-    with psycopg.connect(url) as conn:
-        chunks = stored_span_chunks(conn, batch_size)
-        rows = sum(chunk.count(b"\n") for chunk in chunks)
-        elapsed = copy_chunks(conn, chunks)
-        conn.execute("DROP TABLE ceiling_spans")
-        conn.commit()
-    return elapsed, rows
-
-
 @dataclass
 class Run:
+    layout: str
     workers: int
     elapsed: float
     retries: int
@@ -228,15 +191,20 @@ class Run:
     processor_cpu: float
     postgres_cpu: float | None
     per_process: list[float]  # CPU seconds of each processor process, largest first (the balance)
+    span_bytes: int = 0  # growth of the layout's span tables
+    all_bytes: int = 0  # growth of every table a write touches
+    fetch_ms: tuple[float, float] = (0.0, 0.0)  # median, p95
+    turn_ms: tuple[float, float] = (0.0, 0.0)  # median, p95
 
 
-def run_once(url: str, tmp: str, bodies: list[bytes], args: argparse.Namespace, workers: int,
+def run_once(url: str, tmp: str, bodies: list[bytes], args: argparse.Namespace, layout: str, workers: int,
              warmup: bytes) -> Run:
-    """Serve with ``workers`` processes, send every body, measure; the serve process is stopped after."""
+    """Serve with ``workers`` processes and ``layout``, send every body, measure; stopped after."""
     port = _free_port()
     cmd = [sys.executable, "-m", "otel_chatbot.cli", "serve", "--database-url", url,
            "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", "127.0.0.1:0",
-           "--metrics", "127.0.0.1:0", "--workers", str(workers), *args.serve_arg]
+           "--metrics", "127.0.0.1:0", "--workers", str(workers), "--span-storage", layout,
+           "--log-level", "warning", *args.serve_arg]
     proc = subprocess.Popen(cmd, env={**os.environ, "OTEL_CHATBOT_DATA_DIR": str(Path(tmp) / "data")})
     peak_rss = 0
     stop = threading.Event()
@@ -245,7 +213,7 @@ def run_once(url: str, tmp: str, bodies: list[bytes], args: argparse.Namespace, 
         nonlocal peak_rss
         while not stop.is_set():
             try:
-                peak_rss = max(peak_rss, _rss(proc.pid))
+                peak_rss = max(peak_rss, rss(proc.pid))
             except psutil.Error:
                 return
             time.sleep(0.05)
@@ -257,23 +225,24 @@ def run_once(url: str, tmp: str, bodies: list[bytes], args: argparse.Namespace, 
         # warm-up: one request per connection, not counted
         send_all(port, [warmup] * args.connections, args.connections)
         with psycopg.connect(url) as conn:
-            before = conn.execute("SELECT count(*) FROM spans").fetchone()
+            before, sizes_before = stored_spans(conn), table_bytes(conn)
         profiler = None
         if args.profile:
             profiler = subprocess.Popen(["py-spy", "record", "--format", "raw", "--rate", "250",
-                                         "--output", args.profile, "--pid", str(proc.pid), "--subprocesses"])
+                                         "--output", f"{args.profile}.{layout}.{workers}",
+                                         "--pid", str(proc.pid), "--subprocesses"])
             time.sleep(1.0)  # let py-spy attach
-        cpu_before = _cpu_seconds(proc.pid), _postgres_cpu_seconds(Path(tmp) / "pg")
+        cpu_before = cpu_seconds(proc.pid), postgres_cpu_seconds(Path(tmp) / "pg")
         elapsed, retries = send_all(port, bodies, args.connections)
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
             profiler.wait(timeout=60)
-        cpu_after = _cpu_seconds(proc.pid), _postgres_cpu_seconds(Path(tmp) / "pg")
+        cpu_after = cpu_seconds(proc.pid), postgres_cpu_seconds(Path(tmp) / "pg")
         stop.set()
         watcher.join()
         with psycopg.connect(url) as conn:
-            after = conn.execute("SELECT count(*) FROM spans").fetchone()
-        stored = (after[0] if after else 0) - (before[0] if before else 0)
+            stored, sizes_after = stored_spans(conn) - before, table_bytes(conn)
+        turn_ms = turn_latency_ms(url, port)  # on the idle server, after the load
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -282,17 +251,57 @@ def run_once(url: str, tmp: str, bodies: list[bytes], args: argparse.Namespace, 
         pg_cpu = cpu_after[1] - cpu_before[1]
     per_process = sorted((cpu - cpu_before[0].get(pid, 0.0) for pid, cpu in cpu_after[0].items()),
                          reverse=True)
-    return Run(workers, elapsed, retries, stored, peak_rss, sum(per_process), pg_cpu, per_process)
+    grown = {t: sizes_after[t] - sizes_before[t] for t in sizes_after}
+    fetch = fetch_times_ms(url, layout, trace_ids_of(bodies[len(bodies) // 2]))
+    return Run(layout, workers, elapsed, retries, stored, peak_rss, sum(per_process), pg_cpu, per_process,
+               sum(grown[t] for t in SPAN_TABLES[layout]), sum(grown.values()), fetch, turn_ms)
 
 
-def _worker_counts(text: str) -> list[int]:
+def _counts(text: str, what: str) -> list[int]:
     try:
         counts = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise SystemExit(f"--workers: expected numbers like 1,2, got {text!r}") from None
+        raise SystemExit(f"--{what}: expected numbers like 1,2, got {text!r}") from None
     if not counts or min(counts) < 1:
-        raise SystemExit(f"--workers: expected numbers >= 1 like 1,2, got {text!r}")
+        raise SystemExit(f"--{what}: expected numbers >= 1 like 1,2, got {text!r}")
     return counts
+
+
+def _layouts(text: str) -> list[str]:
+    layouts = [part.strip() for part in text.split(",") if part.strip()]
+    if not layouts or any(layout not in SPAN_TABLES for layout in layouts):
+        raise SystemExit(f"--layouts: expected rows and/or blocks, e.g. rows,blocks, got {text!r}")
+    return layouts
+
+
+def report(runs: list[Run], ceiling: float, ceiling_rows: int, total: int, batch_size: int) -> None:
+    print(f"load average : {' '.join(f'{v:.2f}' for v in os.getloadavg())} (1, 5, 15 min) after the runs; "
+          f"{os.cpu_count()} CPUs")
+    print(f"COPY ceiling : {ceiling:,.0f} rows/s ({ceiling_rows} pre-encoded span rows, binary COPY into a "
+          f"plain logged table, {batch_size}-row commits)")
+    rows_first = {r.workers: r for r in runs if r.layout == "rows"}
+    head = (f"{'layout':<7}{'workers':>8}{'spans/s':>10}{'x ceil':>8}{'x rows':>8}{'proc us':>9}{'pg us':>8}"
+            f"{'B/span':>8}{'B/span all':>11}{'fetch ms':>13}{'RSS MiB':>9}{'turn ms':>13}")
+    print(head)
+    print("-" * len(head))
+    for r in runs:
+        rate = total / r.elapsed
+        base = rows_first.get(r.workers)
+        vs_rows = f"{rate / (total / base.elapsed):.2f}" if base is not None else "-"
+        pg = f"{r.postgres_cpu / total * 1e6:.1f}" if r.postgres_cpu is not None else "n/a"
+        print(f"{r.layout:<7}{r.workers:>8}{rate:>10,.0f}{rate / ceiling:>8.2f}{vs_rows:>8}"
+              f"{r.processor_cpu / total * 1e6:>9.1f}{pg:>8}{r.span_bytes / total:>8.0f}"
+              f"{r.all_bytes / total:>11.0f}{f'{r.fetch_ms[0]:.2f}/{r.fetch_ms[1]:.2f}':>13}"
+              f"{r.peak_rss / 2**20:>9.0f}{f'{r.turn_ms[0]:.1f}/{r.turn_ms[1]:.1f}':>13}")
+    print("x ceil: of the COPY ceiling; x rows: of the rows layout with as many workers; proc/pg us: CPU "
+          "microseconds per span of the processor processes / of Postgres; B/span: bytes on disk per span "
+          "of the layout's span tables / of every table written; fetch ms: one whole trace with the "
+          "layout's reader, median/p95; turn ms: a turn's last span ended in the app → the turn in "
+          "chat_turns, median/p95 (idle server)")
+    for r in runs:
+        if len(r.per_process) > 1:
+            print(f"{r.layout} workers={r.workers}: CPU by process "
+                  f"{', '.join(f'{c:.2f} s' for c in r.per_process)}; {r.retries} retried requests")
 
 
 def main() -> int:
@@ -301,57 +310,50 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=200, help="number of OTLP requests (default 200)")
     parser.add_argument("--batch-size", type=int, default=512, help="spans per request (default 512)")
     parser.add_argument("--connections", type=int, default=4, help="concurrent keep-alive connections")
-    parser.add_argument("--workers", default="1", metavar="N[,N...]",
-                        help="serve --workers for each run, e.g. 1,2 (default 1)")
+    parser.add_argument("--workers", default="1,2", metavar="N[,N...]",
+                        help="serve --workers of the runs, e.g. 1,2 (default 1,2)")
+    parser.add_argument("--layouts", default="rows,blocks", metavar="L[,L...]",
+                        help="span layouts of the runs, alternating within each worker count (default "
+                             "rows,blocks)")
     parser.add_argument("--database-url", help="use this Postgres instead of an embedded one")
     parser.add_argument("--profile", metavar="FILE",
                         help="sample the processor with py-spy (pip install py-spy) while the requests run "
-                             "and write collapsed stacks to FILE")
+                             "and write collapsed stacks to FILE.<layout>.<workers>")
     parser.add_argument("--serve-arg", action="append", default=[], help="extra argument for `serve`")
     args = parser.parse_args()
-    counts = _worker_counts(args.workers)
+    layouts = _layouts(args.layouts)
+    plan = [(layout, workers) for workers in _counts(args.workers, "workers") for layout in layouts]
 
     now = time.time_ns()
     total = args.batches * args.batch_size
     warmup = build_request(random.Random(1), args.batch_size, now)
     runs: list[Run] = []
+    ceiling_payloads: list[bytes] = []
+    ceiling_rows = 0
     with postgres(args.database_url) as server:
         url, tmp = server.admin_url, str(server.scratch)
-        for run, workers in enumerate(counts):
+        for run, (layout, workers) in enumerate(plan):
             rng = random.Random(7 + run)  # new trace ids each run: every span is new
             print(f"building {args.batches} requests of {args.batch_size} spans ...", flush=True)
             bodies = [build_request(rng, args.batch_size, now) for _ in range(args.batches)]
+            if not ceiling_payloads:  # the ceiling's rows, encoded before any clock starts
+                for body in bodies:
+                    payload, rows = request_copy_rows(body)
+                    ceiling_payloads.append(payload)
+                    ceiling_rows += rows
             print(f"  {sum(map(len, bodies)) / len(bodies) / 1024:.0f} KiB per request; "
-                  f"serve --workers {workers}", flush=True)
-            runs.append(run_once(url, tmp, bodies, args, workers, warmup))
+                  f"serve --span-storage {layout} --workers {workers}", flush=True)
+            runs.append(run_once(url, tmp, bodies, args, layout, workers, warmup))
             del bodies
         with psycopg.connect(url) as conn:
-            turns = conn.execute("SELECT count(*), sum(input_tokens) FROM chat_turns").fetchone()
-        ceiling_s, ceiling_rows = copy_ceiling(url, args.batch_size)
+            ceiling_s = copy_ceiling_rows(conn, ceiling_payloads)
 
-    ceiling = ceiling_rows / ceiling_s
-    print(f"load average : {' '.join(f'{v:.2f}' for v in os.getloadavg())} (1, 5, 15 min) after the runs")
-    print(f"COPY ceiling : {ceiling_rows} rows in {ceiling_s:.2f} s = {ceiling:,.0f} rows/s "
-          f"(plain table, {args.batch_size}-row commits)")
-    if turns:
-        print(f"stored       : {turns[0]} turns, {turns[1]} input tokens summed (all runs)")
+    report(runs, ceiling_rows / ceiling_s, ceiling_rows, total, args.batch_size)
     failed = False
-    first = total / runs[0].elapsed
     for r in runs:
-        e2e = total / r.elapsed
-        print(f"workers={r.workers:<2}   : {total} spans in {r.elapsed:.2f} s = {e2e:,.0f} spans/s durable "
-              f"({e2e / ceiling:.2f} of the COPY ceiling, x{e2e / first:.2f} of workers={runs[0].workers}; "
-              f"{r.stored} new rows, {r.retries} retried requests)")
-        print(f"               peak RSS {r.peak_rss / 2**20:.0f} MiB (all processor processes); CPU "
-              f"processor {r.processor_cpu:.2f} s = {r.processor_cpu / total * 1e6:.1f} us/span", end="")
-        if r.postgres_cpu is not None:
-            print(f", Postgres {r.postgres_cpu:.2f} s = {r.postgres_cpu / total * 1e6:.1f} us/span")
-        else:
-            print(" (Postgres CPU not measurable: external server)")
-        if len(r.per_process) > 1:
-            print(f"               CPU by process: {', '.join(f'{c:.2f} s' for c in r.per_process)}")
         if r.stored != total:
-            print(f"ERROR: workers={r.workers}: expected {total} new rows, found {r.stored}", file=sys.stderr)
+            print(f"ERROR: {r.layout} workers={r.workers}: expected {total} new spans, found {r.stored}",
+                  file=sys.stderr)
             failed = True
     return 1 if failed else 0
 

@@ -86,7 +86,7 @@ def test_purge_user_deletes_every_row_of_that_user_only(database_url: str, span_
     # Per-trace usage parts of u-a's traces (as many as the writer keeps for them).
     u_a_traces = ("SELECT trace_id FROM chat_turns WHERE user_id = 'u-a' UNION SELECT trace_id FROM spans "
                   "WHERE attributes->>'enduser.id' = 'u-a' UNION SELECT trace_id FROM span_traces "
-                  "WHERE 'u-a' = ANY(user_ids)")
+                  "WHERE user_ids ? 'u-a'")
     def count(query: str) -> int:
         return int(fetch(database_url, query)[0][0])
 

@@ -1,6 +1,7 @@
 """The blocks span layout's writer side: spans → compressed blocks, trace index, LLM-call and error rows.
 
 In the write transaction, before anything else:
+  0. The spans are grouped into blocks and compressed as if all were new, before any lock is taken.
   1. Pipelined: the advisory locks of every trace and turn the batch touches (the writer's whole lock
      set, sorted, in one statement), then the trace index rows already stored for the batch's traces
      on the batch's days (usually none).
@@ -8,8 +9,8 @@ In the write transaction, before anything else:
      the Collector regrouped them into requests. Under the locks no other writer or replica can be
      storing the same trace at the same time, and READ COMMITTED lets step 1's probe see every
      transaction that held a lock before us.
-  3. New spans are grouped by day and trace into blocks (store/span_blocks.py) and COPYed (binary) with
-     their trace index rows, one row per LLM call, one row per error span.
+  3. The blocks (store/span_blocks.py; rebuilt from the new spans only after a retry) are COPYed
+     (binary) with their trace index rows, one row per LLM call, one row per error span.
 Usage and flags of the turns come from the new spans only, as in the rows layout (the writer's parts).
 """
 
@@ -19,6 +20,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import orjson
 import psycopg
 
 from otel_chatbot.records import SpanRow
@@ -47,7 +49,7 @@ CROSS JOIN LATERAL (
 BLOCK_COLUMNS: Final = ("block_id", "start_time", "span_count", "raw_bytes", "body")
 BLOCK_TYPES: Final = ("bytea", "timestamptz", "int4", "int4", "bytea")
 TRACE_COLUMNS: Final = ("trace_id", "start_time", "block_id", "span_ids", "user_ids")
-TRACE_TYPES: Final = ("text", "timestamptz", "bytea", "bytea", "text[]")
+TRACE_TYPES: Final = ("text", "timestamptz", "bytea", "bytea", "jsonb")
 LLM_COLUMNS: Final = ("trace_id", "span_id", "parent_span_id", "turn_scope", "name", "service", "start_time",
                       "duration_ms", "status_code", "model", "provider", "operation", "input_tokens",
                       "output_tokens", "cost_usd")
@@ -79,8 +81,12 @@ class BlockStorage:
               lock_ids: Collection[str]) -> tuple[list[SpanRow], bool]:
         if not spans:
             return [], False
-        traces = {s.trace_id: None for s in spans}  # ordered, unique
-        days = {s.start_ns // DAY_NS for s in spans}
+        # Encoded and compressed before the locks, as if every span were new (the common case): the
+        # other writers wait on these locks, so they are held only for the COPYs and the turn work.
+        candidates = new_spans(spans, {})
+        blocks = self.blocks(candidates)
+        traces = {s.trace_id: None for s in candidates}  # ordered, unique
+        days = {s.start_ns // DAY_NS for s in candidates}
         window = {"traces": text_array(traces), "lo": _day_start(min(days)), "hi": _day_start(max(days) + 1)}
         with conn.pipeline():
             conn.execute(q.LOCK_IDS, lock_params(traces.keys() | set(lock_ids)))
@@ -88,9 +94,12 @@ class BlockStorage:
         stored: dict[str, set[str]] = {}
         for trace, packed in probe.fetchall():
             stored.setdefault(str(trace), set()).update(unpack_span_ids(bytes(packed)))
-        new = new_spans(spans, stored)
+        new = candidates
+        if stored:  # a retry: only the spans not stored yet, in blocks of their own
+            new = new_spans(candidates, stored)
+            blocks = self.blocks(new)
         if new:
-            self._copy(cur, new)
+            self._copy(cur, new, blocks)
         return new, True
 
     def blocks(self, spans: list[SpanRow]) -> list[EncodedBlock]:
@@ -111,8 +120,7 @@ class BlockStorage:
                 out.append(self._encoder.encode(chunk))
         return out
 
-    def _copy(self, cur: psycopg.Cursor[Any], spans: list[SpanRow]) -> None:
-        blocks = self.blocks(spans)
+    def _copy(self, cur: psycopg.Cursor[Any], spans: list[SpanRow], blocks: list[EncodedBlock]) -> None:
         with cur.copy(_COPY_BLOCKS) as copy:  # type: ignore[arg-type]
             copy.set_types(list(BLOCK_TYPES))
             for b in blocks:
@@ -158,8 +166,9 @@ def new_spans(spans: list[SpanRow], stored: dict[str, set[str]]) -> list[SpanRow
     return out
 
 
-def trace_index_rows(block: EncodedBlock) -> list[tuple[str, int, bytes, bytes, list[str] | None]]:
-    """One span_traces row per trace of ``block``: its span ids and the user ids its spans carry."""
+def trace_index_rows(block: EncodedBlock) -> list[tuple[str, int, bytes, bytes, str | None]]:
+    """One span_traces row per trace of ``block``: its span ids and the user ids its spans carry (a
+    JSON array: dumped as jsonb text, much cheaper than a text[] array)."""
     ids: dict[str, list[str]] = {}
     users: dict[str, set[str]] = {}
     for s in block.spans:
@@ -167,7 +176,8 @@ def trace_index_rows(block: EncodedBlock) -> list[tuple[str, int, bytes, bytes, 
         if s.user_id is not None:
             users.setdefault(s.trace_id, set()).add(s.user_id)
     return [(trace, block.start_ns, block.block_id, pack_span_ids(span_ids),
-             sorted(users[trace]) if trace in users else None) for trace, span_ids in ids.items()]
+             orjson.dumps(sorted(users[trace])).decode() if trace in users else None)
+            for trace, span_ids in ids.items()]
 
 
 def _day_start(day: int) -> datetime:

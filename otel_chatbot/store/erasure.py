@@ -47,7 +47,7 @@ def _erase(conn: Connection, user_id: str) -> dict[str, int]:
     traces = _ids(conn, sql.SQL("SELECT DISTINCT trace_id FROM chat_turns WHERE user_id = %(user)s "
                                 "UNION SELECT DISTINCT trace_id FROM spans WHERE ") + _carries_user()
                   + (sql.SQL(" UNION SELECT DISTINCT trace_id FROM span_traces "
-                             "WHERE %(user)s = ANY(user_ids)") if blocks else sql.SQL("")),
+                             "WHERE user_ids ? %(user)s") if blocks else sql.SQL("")),
                   user_id)
     turns = _ids(conn, sql.SQL("SELECT turn_id FROM chat_turns WHERE user_id = %(user)s "
                                "OR trace_id = ANY(%(traces)s)"), user_id, traces)

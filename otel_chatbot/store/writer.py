@@ -223,9 +223,10 @@ class BatchWriter:
         turns = work.turns
         turn_traces = {t.trace_id for t in turns}
         work.part_traces = {trace for trace, _ in work.parts}
-        lock_ids = _lock_ids(work, work.part_traces)
+        # The blocks layout took the locks before storing the spans.
+        lock_ids = _lock_ids(work, work.part_traces) if not work.locked else ()
         with conn.pipeline():
-            if lock_ids and not work.locked:  # the blocks layout took them before storing the spans
+            if lock_ids:
                 conn.execute(q.LOCK_IDS, lock_params(lock_ids))
             if work.parts:
                 probe.upserted = conn.execute(ts.UPSERT_PARTS, (parts_json(work.parts),))

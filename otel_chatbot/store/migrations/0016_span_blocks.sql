@@ -27,7 +27,7 @@ CREATE TABLE span_traces (
     start_time  timestamptz NOT NULL,  -- the block's start_time: (block_id, start_time) finds the block
     block_id    bytea       NOT NULL,
     span_ids    bytea       NOT NULL,
-    user_ids    text[]
+    user_ids    jsonb  -- a JSON array of strings, NULL when no span names a user
 ) PARTITION BY RANGE (start_time);
 CREATE INDEX span_traces_trace_id_idx ON span_traces (trace_id);
 

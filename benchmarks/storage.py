@@ -1,4 +1,5 @@
-"""Bytes on disk per stored span and per chat turn: what sizing Postgres (and retention) rests on.
+"""Bytes on disk per stored span and per chat turn, in either span layout: what sizing Postgres (and
+retention) rests on.
 
 Starts an embedded Postgres and ``otel-chatbot serve``, sends the ingest benchmark's traffic (a CHAIN
 turn span and an LLM child per trace, ~300-byte messages, OpenInference attributes, 1 in 64 with
@@ -7,7 +8,7 @@ table the processor writes with pg_total_relation_size (heap, TOAST and indexes,
 partitions) after VACUUM, and divides by its rows. Prints bytes per span, per turn and per trace, and
 what a day of traffic takes at a few turn rates.
 
-    python benchmarks/storage.py [--batches 100] [--batch-size 512]
+    python benchmarks/storage.py [--batches 100] [--batch-size 512] [--span-storage blocks|rows]
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import psycopg
 from ingest import _free_port, _wait_ready, build_request, send_all
 from support import postgres
 
-TABLES = ("spans", "chat_turns", "trace_usage", "sessions", "feedback")
+# The span tables of each layout (--span-storage), then the others.
+SPAN_TABLES = {"rows": ("spans",), "blocks": ("span_blocks", "span_traces", "llm_calls", "error_spans")}
+OTHER_TABLES = ("chat_turns", "turn_parts", "sessions", "feedback")
 # What a dashboard panel over a time range does: aggregate every turn in it (no index helps).
 PANEL_QUERY = """
 SELECT date_trunc('hour', started_at) AS hour, count(*), avg(latency_seconds),
@@ -61,7 +64,10 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=100, help="number of OTLP requests (default 100)")
     parser.add_argument("--batch-size", type=int, default=512, help="spans per request (default 512)")
+    parser.add_argument("--span-storage", choices=tuple(SPAN_TABLES), default="blocks",
+                        help="span layout of serve (default blocks)")
     args = parser.parse_args()
+    tables = (*SPAN_TABLES[args.span_storage], *OTHER_TABLES)
 
     rng = random.Random(11)
     now = time.time_ns()
@@ -74,7 +80,7 @@ def main() -> int:
         proc = subprocess.Popen(
             [sys.executable, "-m", "otel_chatbot.cli", "serve", "--database-url", url,
              "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", "127.0.0.1:0",
-             "--metrics", "127.0.0.1:0"],
+             "--metrics", "127.0.0.1:0", "--span-storage", args.span_storage],
             env={**os.environ, "OTEL_CHATBOT_DATA_DIR": str(tmp / "data")})
         try:
             _wait_ready(port, proc)
@@ -85,7 +91,8 @@ def main() -> int:
             proc.wait(timeout=60)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
-            sizes = {t: table_bytes(conn, t) for t in TABLES}
+            sizes = {t: table_bytes(conn, t) for t in tables}
+            stored = conn.execute("SELECT count(*) FROM stored_span_ids").fetchone()
             conn.execute(PANEL_QUERY)  # warm the cache: dashboards read hot pages
             runs = []
             for _ in range(5):
@@ -94,7 +101,8 @@ def main() -> int:
                 runs.append(time.perf_counter() - t0)
             panel_s = sorted(runs)[len(runs) // 2]
 
-    spans_bytes, spans = sizes["spans"]
+    spans = int(str(stored[0])) if stored else 0
+    spans_bytes = sum(sizes[t][0] for t in SPAN_TABLES[args.span_storage])
     turns_bytes, turns = sizes["chat_turns"]
     print(f"traffic      : {spans} spans, {turns} turns ({spans / turns:.2f} spans per turn), "
           f"{wire:.0f} bytes per span on the wire (OTLP protobuf, uncompressed)")
@@ -102,7 +110,8 @@ def main() -> int:
         per_row = f"{size / rows:,.0f} bytes/row" if rows else "empty"
         print(f"{table:<13}: {size / 2**20:8.1f} MiB  {rows:>7} rows  {per_row}")
     per_turn = sum(size for size, _ in sizes.values()) / turns
-    print(f"per span     : {spans_bytes / spans:,.0f} bytes (spans table with its indexes)")
+    print(f"per span     : {spans_bytes / spans:,.0f} bytes ({args.span_storage} layout: "
+          f"{', '.join(SPAN_TABLES[args.span_storage])} with their indexes)")
     print(f"per turn     : {turns_bytes / turns:,.0f} bytes (chat_turns row with its indexes)")
     print(f"per trace    : {per_turn:,.0f} bytes in all tables ({spans / turns:.2f} spans + a turn + usage, "
           f"sessions, feedback)")

@@ -33,7 +33,9 @@ TURN_QUERY = ("SELECT t.session_id, t.user_id, t.user_message, t.bot_response, t
 
 @pytest.fixture
 def processor(database_url: str) -> Iterator[Processor]:
-    with running(database_url) as proc:
+    # The rows layout: the turn query joins the span rows of `spans` (the blocks layout stores the same
+    # values: tests/test_store_writer.py and test_store_write_paths.py check both).
+    with running(database_url, span_storage="rows") as proc:
         yield proc
 
 

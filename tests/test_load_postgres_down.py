@@ -90,7 +90,8 @@ def test_postgres_down_for_10_s_under_load(own_pg: EmbeddedPostgres) -> None:
     finally:
         serve.stop()
     with psycopg.connect(url) as conn:
-        stored = {str(t): int(n) for t, n in conn.execute("SELECT trace_id, count(*) FROM spans GROUP BY 1")}
+        stored = {str(t): int(n) for t, n in conn.execute(
+            "SELECT trace_id, count(*) FROM stored_span_ids GROUP BY 1")}
     acknowledged = [t for t, _ in senders.acknowledged]
     print(f"Postgres down 10 s under load: answers {dict(statuses)}, "
           f"Retry-After {sorted(map(str, retry_afters))}, "

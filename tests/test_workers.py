@@ -259,8 +259,8 @@ def test_sigkilled_worker_restarted_nothing_acknowledged_lost(fleet: Fleet) -> N
     assert fleet.sample("otel_chatbot_workers_ready") == 2
     # Every acknowledged span is stored, once.
     assert len(set(acknowledged)) == len(acknowledged)
-    stored = fetch(fleet.database_url, "SELECT trace_id, count(*) FROM spans WHERE trace_id = ANY(%s) "
-                                       "GROUP BY trace_id", (acknowledged,))
+    stored = fetch(fleet.database_url, "SELECT trace_id, count(*) FROM stored_span_ids "
+                                       "WHERE trace_id = ANY(%s) GROUP BY trace_id", (acknowledged,))
     assert len(stored) == len(acknowledged) and {n for _t, n in stored} == {1}
 
 

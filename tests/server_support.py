@@ -117,10 +117,11 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 60.0) 
 
 @contextmanager
 def writer_blocked(url: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``spans`` so the writer's COPY waits until the block ends."""
+    """Hold an exclusive lock on the span tables (``spans``, and ``span_traces`` which the blocks layout
+    reads first) so the writer's first span statement waits until the block ends."""
     conn = psycopg.connect(url)
     try:
-        conn.execute("LOCK TABLE spans IN ACCESS EXCLUSIVE MODE")
+        conn.execute("LOCK TABLE spans, span_traces IN ACCESS EXCLUSIVE MODE")
         yield
     finally:
         conn.rollback()

@@ -10,16 +10,20 @@ from store_factories import DAY_NS, NOW_NS, span, trace_id, turn
 
 from otel_chatbot.processor.config import ConfigError, load_config
 from otel_chatbot.records import NormalisedBatch
+from otel_chatbot.store.partitions import BLOCK_TABLES
 from otel_chatbot.store.retention_schedule import RetentionSchedule
 from otel_chatbot.store.writer import BatchWriter
+
+# The daily-partitioned span tables of each layout (the default layout here: the fixture's).
+SPAN_TABLES = {"rows": ("spans",), "blocks": BLOCK_TABLES}
 
 
 def _day(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y%m%d")
 
 
-def _write(url: str, *start_ns: int) -> list[str]:
-    writer = BatchWriter(url)
+def _write(url: str, span_storage: str, *start_ns: int) -> list[str]:
+    writer = BatchWriter(url, span_storage=span_storage)
     writer.start()
     try:
         traces = [trace_id() for _ in start_ns]
@@ -35,40 +39,42 @@ def _partitions(url: str) -> list[str]:
     """The daily partitions (the DEFAULT partitions for far-off days always exist and are not listed)."""
     return sorted(r[0] for r in fetch(url, "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON "
                                            "c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent "
-                                           "WHERE p.relname IN ('spans', 'chat_turns') "
-                                           "AND c.relname NOT LIKE '%%\\_default'"))
+                                           "WHERE p.relname = ANY(%s) "
+                                           "AND c.relname NOT LIKE '%%\\_default'",
+                                      (["spans", "chat_turns", *BLOCK_TABLES],)))
 
 
-def test_serve_drops_partitions_older_than_retention_days(database_url: str) -> None:
+def test_serve_drops_partitions_older_than_retention_days(database_url: str, span_storage: str) -> None:
     old, recent = NOW_NS - 10 * DAY_NS, NOW_NS - 1 * DAY_NS
-    _old_trace, recent_trace, today_trace = _write(database_url, old, recent, NOW_NS)
-    assert len(_partitions(database_url)) == 6
-    with running(database_url, retention_days=3) as processor:
+    _old_trace, recent_trace, today_trace = _write(database_url, span_storage, old, recent, NOW_NS)
+    tables = (*SPAN_TABLES[span_storage], "chat_turns")
+    assert len(_partitions(database_url)) == 3 * len(tables)
+    with running(database_url, retention_days=3, span_storage=span_storage) as processor:
         schedule = processor.retention
         assert schedule is not None
         wait_until(lambda: schedule.runs >= 1, "the first retention run")
         assert _partitions(database_url) == sorted(
-            f"{table}_p{_day(ns)}" for table in ("spans", "chat_turns") for ns in (recent, NOW_NS))
+            f"{table}_p{_day(ns)}" for table in tables for ns in (recent, NOW_NS))
         assert sorted(r[0] for r in fetch(database_url, "SELECT trace_id FROM chat_turns")) == \
             sorted([recent_trace, today_trace])
     # Off by default: nothing is dropped, and no schedule runs.
-    _write(database_url, old)
-    with running(database_url) as processor:
+    _write(database_url, span_storage, old)
+    with running(database_url, span_storage=span_storage) as processor:
         assert processor.retention is None
-    assert f"spans_p{_day(old)}" in _partitions(database_url)
+    assert f"{tables[0]}_p{_day(old)}" in _partitions(database_url)
 
 
-def test_the_schedule_runs_again_and_stops_cleanly(database_url: str) -> None:
+def test_the_schedule_runs_again_and_stops_cleanly(database_url: str, span_storage: str) -> None:
     dropped: list[list[str]] = []
     schedule = RetentionSchedule(database_url, 3, interval_s=0.05, on_dropped=dropped.append)
     schedule.start()
     try:
         wait_until(lambda: schedule.runs >= 1, "the first run")
-        _write(database_url, NOW_NS - 20 * DAY_NS)  # arrives late, after the first run
+        _write(database_url, span_storage, NOW_NS - 20 * DAY_NS)  # arrives late, after the first run
         day = _day(NOW_NS - 20 * DAY_NS)
-        expected = [f"chat_turns_p{day}", f"spans_p{day}"]
-        # The writer creates the day's spans and chat_turns partitions one after the other: a run may
-        # fall between the two and drop them in two runs.
+        expected = sorted(f"{t}_p{day}" for t in (*SPAN_TABLES[span_storage], "chat_turns"))
+        # The writer creates the day's span and chat_turns partitions one after the other: a run may
+        # fall between them and drop them in several runs.
         wait_until(lambda: sorted(t for d in dropped for t in d) == expected, "later runs to drop it")
         assert sorted(t for d in dropped for t in d) == expected
     finally:

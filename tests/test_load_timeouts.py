@@ -88,7 +88,7 @@ def test_a_stuck_statement_is_answered_retryable_after_statement_timeout(databas
     feedback = b'{"turn_id": "turn-x", "rating": "down"}'
     try:
         with grpc.insecure_channel(serve.grpc_target) as channel:
-            with _locked(database_url, "spans", "chat_turns"):
+            with _locked(database_url, "spans", "span_traces", "chat_turns"):
                 answers = _in_threads(lambda: post_traces(serve.url, http_body),
                                       lambda: export_grpc(channel, grpc_body),
                                       lambda: _post_json(serve.url + "/v1/feedback", feedback))
@@ -119,7 +119,8 @@ def test_a_request_waits_for_its_commit_at_most_request_timeout(database_url: st
     with running(database_url, statement_timeout=0, request_timeout=1) as processor:
         url = base_url(processor)
         host, port = processor.grpc_address
-        with grpc.insecure_channel(f"{host}:{port}") as channel, _locked(database_url, "spans"):
+        with grpc.insecure_channel(f"{host}:{port}") as channel, \
+                _locked(database_url, "spans", "span_traces"):
             stuck = threading.Thread(target=lambda: answers.append(_timed(lambda: post_traces(url, first))))
             answers: list[tuple[object, float]] = []
             stuck.start()
@@ -165,7 +166,7 @@ def test_sigterm_keeps_shutdown_timeout_with_a_write_and_an_api_lookup_stuck(dat
     feedback = b'{"turn_id": "turn-x", "rating": "up"}'
     answers: list[tuple[int, str | None]] = []
     try:
-        with _locked(database_url, "spans", "chat_turns"):
+        with _locked(database_url, "spans", "span_traces", "chat_turns"):
             senders = [threading.Thread(target=lambda: answers.append(post_traces(serve.url, body))),
                        threading.Thread(target=lambda: answers.append(
                            _post_json(serve.url + "/v1/feedback", feedback)))]

@@ -10,7 +10,10 @@ deadlock.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+
+from otel_chatbot.records import NormalisedBatch, TurnRow
+from otel_chatbot.store import outcomes, pending_feedback
 
 LOCK_CLASS = 0x6F746964  # advisory lock namespace of trace/turn ids ("otid")
 LOCK_SLOTS = 1024
@@ -24,3 +27,12 @@ def lock_params(ids: Iterable[str]) -> tuple[int, str]:
     """The parameters of merge_sql.LOCK_IDS for ``ids``: the sorted slots as an int4[] literal."""
     keys = sorted({lock_key(i) for i in ids})
     return LOCK_CLASS, "{" + ",".join(map(str, keys)) + "}"
+
+
+def write_lock_ids(turns: list[TurnRow], batch: NormalisedBatch,
+                   part_traces: Collection[str] = ()) -> set[str]:
+    """The trace and turn ids whose advisory locks a write holds: the traces of its turns and parts,
+    the turns its feedback and outcomes name, and those pending feedback may wait for."""
+    return {t.trace_id for t in turns}.union(part_traces, [f.turn_id for f in batch.feedback],
+                                             pending_feedback.lock_ids(turns),
+                                             outcomes.lock_ids(batch.outcomes))

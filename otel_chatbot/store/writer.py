@@ -36,7 +36,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Collection
 from typing import Any
 
 import orjson
@@ -58,7 +57,7 @@ from otel_chatbot.store.copyrows import (
     copy_in,
     out_of_range_span,
 )
-from otel_chatbot.store.locks import lock_params
+from otel_chatbot.store.locks import lock_params, write_lock_ids
 from otel_chatbot.store.params import text_array as _text_array
 from otel_chatbot.store.partition_cache import PartitionCache
 from otel_chatbot.store.partitions import count_out_of_window
@@ -206,7 +205,8 @@ class BatchWriter:
             raise PermanentError(problem)
         self._ensure_partitions(conn, batch.spans, batch.turns)
         cur = copy_cursor(conn)
-        work.new_spans, work.locked = self._spans.store(conn, cur, batch.spans, _lock_ids(work))
+        locks = write_lock_ids(work.turns, batch)
+        work.new_spans, work.locked = self._spans.store(conn, cur, batch.spans, locks)
         # Usage of the spans stored for the first time only: each span counts once.
         work.parts = part_deltas(work.new_spans, batch.flags, work.turns)
         probe = self._lock_and_probe(conn, work, direct=direct)
@@ -224,7 +224,7 @@ class BatchWriter:
         turn_traces = {t.trace_id for t in turns}
         work.part_traces = {trace for trace, _ in work.parts}
         # The blocks layout took the locks before storing the spans.
-        lock_ids = _lock_ids(work, work.part_traces) if not work.locked else ()
+        lock_ids = write_lock_ids(work.turns, work.batch, work.part_traces) if not work.locked else ()
         with conn.pipeline():
             if lock_ids:
                 conn.execute(q.LOCK_IDS, lock_params(lock_ids))
@@ -368,15 +368,6 @@ class BatchWriter:
         if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
             return PermanentError(f"the database refused the batch: {exc}")
         return exc
-
-
-def _lock_ids(work: _Work, part_traces: Collection[str] = ()) -> set[str]:
-    """The trace and turn ids whose advisory locks the write holds: the traces of its turns and parts,
-    the turns its feedback and outcomes name, and those pending feedback may wait for."""
-    turns = work.turns
-    return {t.trace_id for t in turns}.union(part_traces, [f.turn_id for f in work.batch.feedback],
-                                             pending_feedback.lock_ids(turns),
-                                             outcome_step.lock_ids(work.batch.outcomes))
 
 
 class _Work:

@@ -14,6 +14,7 @@ from otel_chatbot.store.partitions import (
     list_partitions,
     partition_bounds,
 )
+from otel_chatbot.store.rollup import drop_rollups_before
 
 
 def purge_older_than(url: str, days: int, *, now: datetime | None = None) -> list[str]:
@@ -43,4 +44,5 @@ def purge_older_than(url: str, days: int, *, now: datetime | None = None) -> lis
                 sql.Identifier(default_partition(table)), key), (cutoff,))
         if dropped_until is not None:
             conn.execute("DELETE FROM turn_parts WHERE last_span_at < %s", (dropped_until,))
+            drop_rollups_before(conn, dropped_until)
     return dropped

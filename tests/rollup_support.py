@@ -111,7 +111,8 @@ def _ratings_and_outcomes(conn: psycopg.Connection[Any], history: History, rng: 
     rated = [t for t in history.turns if rng.random() < 0.35]
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO feedback (turn_id, rating, origin, given_at, service) VALUES (%s, %s, 'api', %s, %s)",
+            "INSERT INTO feedback (turn_id, rating, origin, given_at, service)"
+            " VALUES (%s, %s, 'api', %s, %s)",
             [(t["turn_id"], rng.choice(("up", "up", "down")), t["at"] + timedelta(minutes=2), t["service"])
              for t in rated])
         cur.executemany(
@@ -164,7 +165,8 @@ def late_arrivals(conn: psycopg.Connection[Any], history: History) -> set[date]:
     days.add(gone["at"].date())
     # A rating given now for an old turn (feedback is read live, no day changes).
     conn.execute("INSERT INTO feedback (turn_id, rating, origin, given_at) VALUES (%s, 'down', 'api', now())"
-                 " ON CONFLICT (turn_id) DO UPDATE SET rating = 'down', given_at = now()", (latest["turn_id"],))
+                 " ON CONFLICT (turn_id) DO UPDATE SET rating = 'down', given_at = now()",
+                 (latest["turn_id"],))
     # More of today.
     turn_today = turn(history, history.now - timedelta(seconds=20), "s-today", "shop-bot", user="u-new")
     insert_turns(conn, [turn_today])

@@ -191,7 +191,8 @@ class ProcessorConfig:
             if path is not None and not path.is_file():
                 raise ConfigError(f"{key}: no such file {str(path)!r}")
         if not 0 <= self.rollup_interval <= 86_400:
-            raise ConfigError(f"rollup_interval: expected 0 (off) to 86400 seconds, got {self.rollup_interval}")
+            raise ConfigError(f"rollup_interval: expected 0 (off) to 86400 seconds, "
+                              f"got {self.rollup_interval}")
         if self.retention_days < 0:
             raise ConfigError(f"retention_days: expected a number of days >= 0 (0: keep everything), "
                               f"got {self.retention_days}")

@@ -16,7 +16,6 @@ from psycopg import sql
 
 from otel_chatbot.quality.selection import parse_when
 
-
 # What ``--since all`` means: every stored turn (none is older than the Unix epoch).
 BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -67,7 +67,8 @@ def engagement_by_channel(conn: psycopg.Connection[Any], since: datetime | None 
     filters: list[sql.Composable] = [sql.SQL("true")]
     params: dict[str, Any] = {
         # No bound: from year 1 to 9999, the whole history.
-        "since": since or datetime.min.replace(tzinfo=UTC), "until": until or datetime.max.replace(tzinfo=UTC),
+        "since": since or datetime.min.replace(tzinfo=UTC),
+        "until": until or datetime.max.replace(tzinfo=UTC),
         "first": (since.astimezone(UTC).date() if since else date.min),
         "last": (until.astimezone(UTC).date() if until else date.max),
         "services": list(services), "sources": list(sources)}

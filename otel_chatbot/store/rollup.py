@@ -65,7 +65,8 @@ INSERT INTO rollup_turn_index (turn_id, started_at)
 SELECT DISTINCT turn_id, started_at FROM chat_turns WHERE started_at >= %(start)s AND started_at < %(end)s""",
 )
 _MARK = """
-INSERT INTO rollup_days (day, source_table, changes, refreshed_at) VALUES (%(day)s, %(table)s, %(changes)s, now())
+INSERT INTO rollup_days (day, source_table, changes, refreshed_at)
+VALUES (%(day)s, %(table)s, %(changes)s, now())
 ON CONFLICT (day) DO UPDATE
 SET source_table = excluded.source_table, changes = excluded.changes, refreshed_at = excluded.refreshed_at"""
 _FORGET = "DELETE FROM rollup_days WHERE day = %(day)s"

@@ -71,6 +71,7 @@ ON CONFLICT (day) DO UPDATE
 SET source_table = excluded.source_table, changes = excluded.changes, refreshed_at = excluded.refreshed_at"""
 _FORGET = "DELETE FROM rollup_days WHERE day = %(day)s"
 _LIVE_FROM = "UPDATE rollup_state SET live_from = %s"
+_ROLLUP_TABLES = ("rollup_conversation_days", "rollup_user_days", "rollup_turn_index")
 
 
 @dataclass
@@ -118,6 +119,11 @@ def _refresh(conn: psycopg.Connection[Any]) -> RollupRun:
     for day in sorted(set(stored) - set(sources)):
         _forget(conn, day)
         run.dropped.append(day)
+    if len(run.refreshed) * 10 > len(stored):
+        # Many days at once (the first run, a history imported): statistics now, not when autovacuum
+        # gets to it, so that the window functions' lookups are planned as index probes.
+        for table in _ROLLUP_TABLES:
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
     conn.execute(_LIVE_FROM, (today,))
     run.live_from = today
     return run

@@ -322,8 +322,10 @@ END
 $$;
 
 -- Every turn of one conversation (any service), wherever its days lie: the rollup says which days.
+-- ROWS: a conversation is a few turns, so a join to feedback probes its index (the default estimate of
+-- 1000 rows made the planner hash the whole feedback table).
 CREATE FUNCTION conversation_turns(p_session_id text) RETURNS SETOF chat_turns
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE ROWS 20 AS $$
 DECLARE
     live_from timestamptz := rollup_live_from();
     lo timestamptz;

@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
+import yaml
 from grafana_support import ALL, TimeRange, builtins, dashboard_targets, expand_postgres_macros, interpolate
 from rollup_support import History, generate, late_arrivals
 from tools import ROOT
@@ -26,6 +27,7 @@ from otel_chatbot.store.stats_queries import group_stats
 DAY_VIEWS = ("engagement_conversations_daily", "engagement_turns_per_conversation",
              "engagement_returning_users", "engagement_csat_daily", "business_outcomes_daily")
 TIME_VIEWS = {"engagement_conversations": "started_at", "engagement_dropoff": "last_turn_at"}
+RULES = yaml.safe_load((ROOT / "grafana" / "provisioning" / "alerting" / "quality_rules.yml").read_text())
 BOARDS = {name: json.loads((ROOT / "grafana" / "dashboards" / f"{name}.json").read_text())
           for name in ("engagement", "quality", "conversations")}
 
@@ -87,8 +89,8 @@ def _reference(text: str) -> str:
             args, end = _arguments(out, at + len(name))
             view = name.removesuffix("_between")
             out = out[:at] + f"(SELECT * FROM {view} WHERE {condition.format(*args)}) v" + out[end:]
-    out = re.sub(r"chat_turns_by_id\(ARRAY\(SELECT turn_id FROM \w+ WHERE [^()]*\([^()]*\)\)\)",
-                 "chat_turns", out)
+    while (at := out.find("chat_turns_by_id(")) >= 0:
+        out = out[:at] + "chat_turns" + out[_arguments(out, at + len("chat_turns_by_id"))[1]:]
     return re.sub(r"conversation_turns\(('[^']*')\)", r"(SELECT * FROM chat_turns WHERE session_id = \1)",
                   out)
 
@@ -138,10 +140,22 @@ def _compare_panels(conn: psycopg.Connection[Any], history: History) -> int:
     return changed
 
 
+def _compare_alert_rules(conn: psycopg.Connection[Any]) -> None:
+    """The alert rules that join ratings and judge scores to their turns, against their join."""
+    changed = 0
+    for group in RULES["groups"]:
+        for rule in group["rules"]:
+            raw = next(d for d in rule["data"] if d["refId"] == "A")["model"]["rawSql"]
+            changed += _reference(raw) != raw
+            assert _rows(conn, raw) == _rows(conn, _reference(raw)), rule["title"]
+    assert changed == 2
+
+
 def _compare_all(conn: psycopg.Connection[Any], history: History) -> int:
     compared = _compare_views(conn, history)
     _compare_lookups(conn, history)
     assert _compare_panels(conn, history) == 15
+    _compare_alert_rules(conn)
     return compared
 
 

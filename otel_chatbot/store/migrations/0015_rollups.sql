@@ -216,13 +216,17 @@ $$;
 
 -- The service and channel of an outcome's turn (or of a turn of its session): what
 -- engagement_csat_daily looks up for an outcome stored without them. Probes every partition, so it is
--- called only for such outcomes.
+-- called only for such outcomes; PL/pgSQL, so that it is not inlined (and planned over every partition)
+-- into a query that never calls it.
 CREATE FUNCTION outcome_turn_origin(p_turn_id text, p_session_id text)
 RETURNS TABLE (service text, source text)
-LANGUAGE sql STABLE AS $$
+LANGUAGE plpgsql STABLE ROWS 1 AS $$
+BEGIN
+    RETURN QUERY
     SELECT ct.service, ct.source FROM chat_turns ct
     WHERE ct.turn_id = p_turn_id OR (p_turn_id IS NULL AND ct.session_id = p_session_id)
-    LIMIT 1
+    LIMIT 1;
+END
 $$;
 
 -- engagement_csat_daily WHERE day BETWEEN p_first AND p_last (ratings by the day of their turn,

@@ -124,11 +124,11 @@ def _ratings_and_outcomes(conn: psycopg.Connection[Any], history: History, rng: 
         for k, t in enumerate(history.turns[::7]):
             if t["session"] is None:
                 continue
-            kind = ("csat", "conversion", "nps")[k % 3]
-            value = None if kind == "conversion" else float(rng.randint(1, 5))
-            # Every fourth carries no service/source: the views look its turn up.
-            origin = (None, None) if k % 4 == 0 else (t["service"], t["source"])
-            outcomes.append((t["session"] if k % 4 else None, t["turn_id"], kind, value, *origin,
+            kind = ("csat", "conversion", "nps", "lead")[k % 4]
+            value = None if kind in ("conversion", "lead") else float(rng.randint(1, 5))
+            # Every fifth carries no service/source: the views look its turn up.
+            origin = (None, None) if k % 5 == 0 else (t["service"], t["source"])
+            outcomes.append((t["session"] if k % 5 else None, t["turn_id"], kind, value, *origin,
                              t["at"] + timedelta(minutes=10), k % 10 == 9))
         cur.executemany(
             "INSERT INTO outcomes (session_id, turn_id, kind, value, origin, service, source, recorded_at,"

@@ -154,7 +154,7 @@ def _compare_alert_rules(conn: psycopg.Connection[Any]) -> None:
 def _compare_all(conn: psycopg.Connection[Any], history: History) -> int:
     compared = _compare_views(conn, history)
     _compare_lookups(conn, history)
-    assert _compare_panels(conn, history) == 15
+    assert _compare_panels(conn, history) == 17
     _compare_alert_rules(conn)
     return compared
 

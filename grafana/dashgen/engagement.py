@@ -1,7 +1,7 @@
 """Engagement: conversations per day, turns per conversation, returning users, drop-off, CSAT,
 conversion, lead and escalation rates (Postgres).
 
-Reads the engagement_* views of migration 0006 and business_outcomes_daily (0014) through their window
+Reads the engagement_* views of migration 0006 and business_outcomes_daily (0014, 0019) through their window
 functions (0015: the same rows, for the range's days only, closed days from the rollups), as
 `otel-chatbot stats` does. Days are UTC dates; the range's first and last day are included.
 """
@@ -113,8 +113,8 @@ ORDER BY 1
 LEAD_RATE = f"""
 SELECT {DAY_TIME}, source AS metric,
        sum(lead_conversations)::double precision / NULLIF(sum(conversations), 0) AS value
-FROM business_outcomes_daily
-WHERE {DAYS} AND {V}
+FROM business_outcomes_daily_between({DAYS})
+WHERE {V}
 GROUP BY 1, 2
 ORDER BY 1
 """
@@ -122,8 +122,8 @@ ORDER BY 1
 LEADS_BY_DAY = f"""
 SELECT {DAY_TIME}, sum(lead_conversations) AS "conversations with a lead",
        sum(converted_conversations) AS "conversations with a conversion"
-FROM business_outcomes_daily
-WHERE {DAYS} AND {V}
+FROM business_outcomes_daily_between({DAYS})
+WHERE {V}
 GROUP BY 1
 ORDER BY 1
 """

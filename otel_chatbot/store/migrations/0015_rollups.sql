@@ -269,11 +269,14 @@ BEGIN
 END
 $$;
 
--- business_outcomes_daily WHERE day BETWEEN p_first AND p_last.
+-- business_outcomes_daily WHERE day BETWEEN p_first AND p_last, with the lead columns that migration
+-- 0019 adds to the view (computed here from outcomes, so the function does not depend on the order in
+-- which a database applies 0015 and 0019).
 CREATE FUNCTION business_outcomes_daily_between(p_first date, p_last date)
 RETURNS TABLE (day date, service text, source text, conversations bigint, converted_conversations bigint,
                conversion_rate double precision, turns bigint, escalated_turns bigint,
-               escalation_rate double precision, csat_average double precision, nps_average double precision)
+               escalation_rate double precision, csat_average double precision, nps_average double precision,
+               lead_conversations bigint, lead_rate double precision)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN QUERY EXECUTE $q$
@@ -284,7 +287,7 @@ BEGIN
         WHERE session_id IS NOT NULL AND started_at >= $1 AND started_at < $2
         GROUP BY 1, 2, 3, 4
     ), outcome_of AS (
-        SELECT session_id, bool_or(kind = 'conversion') AS converted,
+        SELECT session_id, bool_or(kind = 'conversion') AS converted, bool_or(kind = 'lead') AS led,
                avg(value) FILTER (WHERE kind = 'csat') AS csat, avg(value) FILTER (WHERE kind = 'nps') AS nps
         FROM outcomes
         WHERE NOT pending AND session_id IN (SELECT c.session_id FROM conversations c)
@@ -295,7 +298,8 @@ BEGIN
            (count(*) FILTER (WHERE o.converted))::double precision / count(*),
            sum(c.turns)::bigint, sum(c.escalated_turns)::bigint,
            sum(c.escalated_turns)::double precision / sum(c.turns),
-           avg(o.csat), avg(o.nps)
+           avg(o.csat), avg(o.nps), count(*) FILTER (WHERE o.led),
+           (count(*) FILTER (WHERE o.led))::double precision / count(*)
     FROM conversations c LEFT JOIN outcome_of o USING (session_id)
     GROUP BY c.day, c.service, c.source
     $q$ USING p_first::timestamp AT TIME ZONE 'UTC', (p_last + 1)::timestamp AT TIME ZONE 'UTC';

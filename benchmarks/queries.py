@@ -10,6 +10,10 @@ per table), with one span per turn, feedback on 5% of turns and a session every 
 When grafana/dashboards/*.json exist, their Postgres panel queries are timed too (Grafana macros
 expanded over the last 24 hours, variables at "All").
 
+After generating a history the rollup job runs once, as inside `serve` (store/rollup.py: the closed
+days' rollups that the window functions read); its time is printed, and that of a second run with
+nothing changed (what each run of the job costs in steady state).
+
     python benchmarks/queries.py [--small 100000] [--large 2000000] [--per-day 20000] [--repeat 7]
                                  [--database-url URL]
 """
@@ -37,6 +41,7 @@ from otel_chatbot.store.evaluations import TurnFilter, turn_candidates
 from otel_chatbot.store.migrate import migrate
 from otel_chatbot.store.partitions import create_partitions
 from otel_chatbot.store.queries import chat_summary, turn_exists
+from otel_chatbot.store.rollup import refresh_rollups
 
 ROOT = Path(__file__).resolve().parent.parent
 # The generated history ends now (the feedback API's lookup looks at recent days first).
@@ -128,7 +133,17 @@ def _generate(url: str, turns: int, per_day: int) -> float:
         for statement in (_TURNS, _SPANS, _FEEDBACK, _SESSIONS):
             conn.execute(statement, params)  # type: ignore[arg-type]
         conn.execute("ANALYZE")
+        conn.execute("SELECT pg_stat_force_next_flush()")  # row counters for the rollup job, now
     return time.perf_counter() - started
+
+
+def _rollups(url: str) -> tuple[float, int, float]:
+    """The rollup job's first run (every closed day) and a second one (nothing changed): seconds, days."""
+    started = time.perf_counter()
+    first = refresh_rollups(url)
+    middle = time.perf_counter()
+    refresh_rollups(url)
+    return middle - started, len(first.refreshed), time.perf_counter() - middle
 
 
 def _timed(run: Callable[[], object], repeat: int) -> float:
@@ -217,6 +232,9 @@ def _expand(raw: str, now: datetime, session: str) -> str:
 
 def _measure(url: str, turns: int, per_day: int, repeat: int) -> tuple[float, dict[str, float]]:
     generation = _generate(url, turns, per_day)
+    first, days, again = _rollups(url)
+    print(f"{turns} turns: rollup job {first:.1f} s for {days} closed days, then {again * 1000:.0f} ms "
+          "with nothing changed", flush=True)
     times: dict[str, float] = {}
     with psycopg.connect(url, autocommit=True) as conn:
         for name, query in _queries(url, turns, per_day).items():

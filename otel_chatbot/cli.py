@@ -35,6 +35,8 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
                               "(needs --tls-key-file)"),
     ("tls_key_file", "FILE", "PEM private key of --tls-cert-file"),
     ("retention_days", "DAYS", "drop stored data older than DAYS, checked hourly (default 0: keep all)"),
+    ("rollup_interval", "SECONDS", "rebuild the rollups of changed past days (dashboards, stats) this "
+                                   "often (default 300; 0: off)"),
     ("cors_origins", "ORIGINS", "browser origins allowed to call the HTTP endpoints, comma-separated "
                                 "(e.g. https://chat.example.com; '*': any; default none)"),
     ("max_body_bytes", "SIZE", "largest request body, compressed and decompressed (default 32MiB)"),

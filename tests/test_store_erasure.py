@@ -104,7 +104,8 @@ def test_purge_user_deletes_every_row_of_that_user_only(database_url: str, span_
                    f"llm_calls: {llm}", "error_spans: 0", "chat_turns: 3", f"turn_parts: {parts}",
                    "feedback: 1", "pending_feedback: 0", "evaluations: 2",
                    "turn_reviews: 1", "failure_cluster_members: 2", "outcomes: 1", "session_evaluations: 1",
-                   "sessions: 1", "failure_clusters: 1",
+                   "sessions: 1", "rollup_conversation_days: 0", "rollup_user_days: 0",
+                   "rollup_turn_index: 0", "failure_clusters: 1",
                    f"{13 + rows_spans + blocks + index_rows + llm + parts} row(s) of user 'u-a' deleted or "
                    "scrubbed"]
     after = _counts(database_url)

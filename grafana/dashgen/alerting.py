@@ -16,12 +16,14 @@ FOLDER = "otel-chatbot"
 RUNBOOK = "https://github.com/otel-chatbot/otel-chatbot/blob/main/docs/alerts.md#"
 ALERTMANAGER_URL = "http://alertmanager:9093"
 
-# The thumbs-down share of each channel's ratings over the last day (channels with >= 10 ratings).
+# The thumbs-down share of each channel's ratings over the last day (channels with >= 10 ratings). Their
+# turns are found by id through chat_turns_by_id (migration 0015), not by probing every daily partition.
 THUMBS_DOWN_DAILY = """
 SELECT t.service, COALESCE(t.source, 'unknown') AS channel,
        count(*) FILTER (WHERE f.rating = 'down')::double precision / count(*) AS value
 FROM feedback f
-JOIN chat_turns t ON t.turn_id = f.turn_id
+JOIN chat_turns_by_id(ARRAY(SELECT turn_id FROM feedback WHERE given_at > now() - interval '1 day')) t
+     ON t.turn_id = f.turn_id
 WHERE f.given_at > now() - interval '1 day'
 GROUP BY 1, 2
 HAVING count(*) >= 10
@@ -31,7 +33,8 @@ HAVING count(*) >= 10
 JUDGE_SCORES_DAILY = """
 SELECT t.service, d.dimension, avg(d.score)::double precision AS value
 FROM evaluations e
-JOIN chat_turns t ON t.turn_id = e.turn_id
+JOIN chat_turns_by_id(ARRAY(SELECT turn_id FROM evaluations WHERE created_at > now() - interval '1 day')) t
+     ON t.turn_id = e.turn_id
 CROSS JOIN LATERAL (VALUES ('accuracy', e.accuracy), ('relevance', e.relevance),
                            ('clarity', e.clarity), ('groundedness', e.groundedness)) AS d (dimension, score)
 WHERE e.created_at > now() - interval '1 day' AND d.score IS NOT NULL

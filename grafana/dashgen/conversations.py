@@ -1,7 +1,8 @@
 """Conversations: recent turns, and one whole conversation in order when a session is chosen (Postgres).
 
 A click on a session (here, on the Quality and Engagement tables) sets ``var-session`` on this
-dashboard; the drill-down panels then show that conversation from its first turn, whatever the range.
+dashboard; the drill-down panels then show that conversation from its first turn, whatever the range
+(conversation_turns, migration 0015: the rollups say which days the conversation's turns are on).
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ SELECT t.started_at AS "time", row_number() OVER (ORDER BY t.started_at) AS turn
        t.user_message AS "user message", t.bot_response AS reply, t.latency_seconds AS latency,
        {sqlvars.flags()} AS flags, f.rating, f.comment, t.model,
        t.input_tokens + t.output_tokens AS tokens, t.cost_usd AS cost
-FROM chat_turns t
+FROM conversation_turns('$session') t
 LEFT JOIN feedback f ON f.turn_id = t.turn_id
-WHERE t.session_id = '$session'
 ORDER BY t.started_at
 """
 
@@ -40,9 +40,8 @@ SELECT min(t.started_at) AS started, max(t.started_at) AS "last turn", count(*) 
        string_agg(DISTINCT t.service, ', ') AS service,
        count(f.rating) FILTER (WHERE f.rating = 'down') AS "rated down",
        sum(t.cost_usd) AS cost
-FROM chat_turns t
+FROM conversation_turns('$session') t
 LEFT JOIN feedback f ON f.turn_id = t.turn_id
-WHERE t.session_id = '$session'
 """
 
 

@@ -1,8 +1,9 @@
 """Engagement: conversations per day, turns per conversation, returning users, drop-off, CSAT,
 conversion, lead and escalation rates (Postgres).
 
-Reads the engagement_* views of migration 0006 (the same ones `otel-chatbot stats` reads) and
-business_outcomes_daily (0014). Days are UTC dates; the range's first and last day are included.
+Reads the engagement_* views of migration 0006 and business_outcomes_daily (0014, 0019) through their window
+functions (0015: the same rows, for the range's days only, closed days from the rollups), as
+`otel-chatbot stats` does. Days are UTC dates; the range's first and last day are included.
 """
 
 from __future__ import annotations
@@ -11,47 +12,49 @@ from dashgen import sqlvars
 from dashgen.core import Dashboard, Panel, column, dashboard_url, sql, threshold_steps
 
 V = sqlvars.view_filter()
-DAYS = ("day BETWEEN ($__timeFrom()::timestamptz AT TIME ZONE 'UTC')::date "
-        "AND ($__timeTo()::timestamptz AT TIME ZONE 'UTC')::date")
+# The range's first and last UTC day, the arguments of the *_between(first, last) functions.
+DAYS = ("($__timeFrom()::timestamptz AT TIME ZONE 'UTC')::date, "
+        "($__timeTo()::timestamptz AT TIME ZONE 'UTC')::date")
+RANGE = "$__timeFrom()::timestamptz, $__timeTo()::timestamptz"
 DAY_TIME = "(day::timestamp AT TIME ZONE 'UTC') AS \"time\""
 SESSION_LINK = sqlvars.session_link(dashboard_url("conversations", "var-session=${__value.raw}"))
 
 CONVERSATIONS_PER_DAY = f"""
 SELECT {DAY_TIME}, source AS metric, sum(conversations) AS value
-FROM engagement_conversations_daily
-WHERE {DAYS} AND {V}
+FROM engagement_conversations_daily_between({DAYS})
+WHERE {V}
 GROUP BY 1, 2
 ORDER BY 1
 """
 
 CONVERSATIONS_BY_CHANNEL = f"""
 SELECT source AS channel, sum(conversations) AS conversations
-FROM engagement_conversations_daily
-WHERE {DAYS} AND {V}
+FROM engagement_conversations_daily_between({DAYS})
+WHERE {V}
 GROUP BY 1
 ORDER BY 2 DESC
 """
 
 TURNS_PER_CONVERSATION = f"""
 SELECT {DAY_TIME}, source AS metric, sum(avg_turns * conversations) / sum(conversations) AS value
-FROM engagement_turns_per_conversation
-WHERE {DAYS} AND {V}
+FROM engagement_turns_per_conversation_between({DAYS})
+WHERE {V}
 GROUP BY 1, 2
 ORDER BY 1
 """
 
 TURNS_DISTRIBUTION = f"""
 SELECT turns::text AS "turns in the conversation", count(*) AS conversations
-FROM engagement_conversations
-WHERE $__timeFilter(started_at) AND {V}
+FROM engagement_conversations_between({RANGE})
+WHERE {V}
 GROUP BY turns
 ORDER BY turns
 """
 
 RETURNING_USERS = f"""
 SELECT {DAY_TIME}, sum(returning_users) AS "returning users", sum(new_users) AS "new users"
-FROM engagement_returning_users
-WHERE {DAYS} AND {V}
+FROM engagement_returning_users_between({DAYS})
+WHERE {V}
 GROUP BY 1
 ORDER BY 1
 """
@@ -63,8 +66,8 @@ SELECT turn_number::text AS "left after turn",
        count(*) FILTER (WHERE reason = 'hallucination') AS hallucination,
        count(*) FILTER (WHERE reason IN ('blocked', 'rate_limited')) AS "blocked or rate-limited",
        count(*) FILTER (WHERE reason = 'rated_down') AS "rated down"
-FROM engagement_dropoff
-WHERE $__timeFilter(last_turn_at) AND {V}
+FROM engagement_dropoff_between({RANGE})
+WHERE {V}
 GROUP BY turn_number
 ORDER BY turn_number
 """
@@ -72,16 +75,16 @@ ORDER BY turn_number
 DROPOFF_TURNS = f"""
 SELECT last_turn_at AS "time", session_id AS session, source AS channel, turn_number AS "turn",
        reason, user_message AS "user message", bot_response AS reply
-FROM engagement_dropoff
-WHERE $__timeFilter(last_turn_at) AND {V}
+FROM engagement_dropoff_between({RANGE})
+WHERE {V}
 ORDER BY last_turn_at DESC
 LIMIT 100
 """
 
 CSAT = f"""
 SELECT {DAY_TIME}, source AS metric, sum(thumbs_up)::double precision / NULLIF(sum(rated_turns), 0) AS value
-FROM engagement_csat_daily
-WHERE {DAYS} AND {V}
+FROM engagement_csat_daily_between({DAYS})
+WHERE {V}
 GROUP BY 1, 2
 ORDER BY 1
 """
@@ -91,16 +94,16 @@ ORDER BY 1
 CONVERSION_RATE = f"""
 SELECT {DAY_TIME}, source AS metric,
        sum(converted_conversations)::double precision / NULLIF(sum(conversations), 0) AS value
-FROM business_outcomes_daily
-WHERE {DAYS} AND {V}
+FROM business_outcomes_daily_between({DAYS})
+WHERE {V}
 GROUP BY 1, 2
 ORDER BY 1
 """
 
 ESCALATION_RATE = f"""
 SELECT {DAY_TIME}, source AS metric, sum(escalated_turns)::double precision / NULLIF(sum(turns), 0) AS value
-FROM business_outcomes_daily
-WHERE {DAYS} AND {V}
+FROM business_outcomes_daily_between({DAYS})
+WHERE {V}
 GROUP BY 1, 2
 ORDER BY 1
 """
@@ -110,8 +113,8 @@ ORDER BY 1
 LEAD_RATE = f"""
 SELECT {DAY_TIME}, source AS metric,
        sum(lead_conversations)::double precision / NULLIF(sum(conversations), 0) AS value
-FROM business_outcomes_daily
-WHERE {DAYS} AND {V}
+FROM business_outcomes_daily_between({DAYS})
+WHERE {V}
 GROUP BY 1, 2
 ORDER BY 1
 """
@@ -119,8 +122,8 @@ ORDER BY 1
 LEADS_BY_DAY = f"""
 SELECT {DAY_TIME}, sum(lead_conversations) AS "conversations with a lead",
        sum(converted_conversations) AS "conversations with a conversion"
-FROM business_outcomes_daily
-WHERE {DAYS} AND {V}
+FROM business_outcomes_daily_between({DAYS})
+WHERE {V}
 GROUP BY 1
 ORDER BY 1
 """

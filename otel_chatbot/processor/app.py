@@ -35,6 +35,7 @@ from otel_chatbot.store.migrate import LATEST_VERSION, migrate
 from otel_chatbot.store.pending_feedback import PendingFeedbackSweeper
 from otel_chatbot.store.reader import ReaderRoleError, enable_reader_login
 from otel_chatbot.store.retention_schedule import RetentionSchedule
+from otel_chatbot.store.rollup_schedule import RollupSchedule
 from otel_chatbot.store.writer import BatchWriter
 
 # Importable from here as before the split: the serve command and the demo use them with Processor.
@@ -72,6 +73,7 @@ class Processor:
         self._metrics_server: MetricsServer | None = None
         self._metrics_address: tuple[str, int] | None = None
         self._retention: RetentionSchedule | None = None
+        self._rollups: RollupSchedule | None = None
         self._cancel: threading.Event | None = None
         self._lock = threading.Lock()
         self._started = False
@@ -159,6 +161,10 @@ class Processor:
             self._retention = RetentionSchedule(self._url, config.retention_days,
                                                 interval_s=_RETENTION_INTERVAL_S)
             self._retention.start()
+        if config.rollup_interval > 0:
+            self._rollups = RollupSchedule(self._url, interval_s=config.rollup_interval,
+                                           on_run=self.metrics.rollup_run)
+            self._rollups.start()
         auth = BearerAuth(config.auth_token)
         redact = build_redactor(config) if config.redact else None
         writers = [BatchWriter(self._url, pending_feedback_max=config.pending_feedback_max,
@@ -259,10 +265,12 @@ class Processor:
         # daemon, its statement ends with statement_timeout or with the process).
         if self._retention is not None:
             self._retention.shutdown(left())
+        if self._rollups is not None:
+            self._rollups.shutdown(left())
         if self._embedded is not None:
             self._embedded.shutdown()
         self._pipeline = self._http = self._grpc = self._metrics_server = self._embedded = None
-        self._retention = None
+        self._retention = self._rollups = None
         self._judge = None
         self._sweeper = self._api_pool = None
 

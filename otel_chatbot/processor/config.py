@@ -79,6 +79,9 @@ class ProcessorConfig:
     tls_key_file: Path | None = None
     # Drop daily partitions older than this many days, checked hourly inside serve; 0: keep everything.
     retention_days: int = 0
+    # Seconds between runs of the rollup job inside serve (closed days rebuilt for the dashboards and
+    # stats; a late turn for a past day shows there after the next run); 0: off.
+    rollup_interval: float = 300.0
     # Browser origins allowed to call the HTTP endpoints (CORS), comma-separated, e.g. a web chat
     # widget posting /v1/feedback or the OpenTelemetry JS exporter; "*" allows any. Unset: no CORS.
     cors_origins: str | None = None
@@ -191,6 +194,9 @@ class ProcessorConfig:
             path = getattr(self, key)
             if path is not None and not path.is_file():
                 raise ConfigError(f"{key}: no such file {str(path)!r}")
+        if not 0 <= self.rollup_interval <= 86_400:
+            raise ConfigError(f"rollup_interval: expected 0 (off) to 86400 seconds, "
+                              f"got {self.rollup_interval}")
         if self.retention_days < 0:
             raise ConfigError(f"retention_days: expected a number of days >= 0 (0: keep everything), "
                               f"got {self.retention_days}")

@@ -188,8 +188,14 @@ class ProcessorMetrics:
             "otel_chatbot_outcomes_expired_total",
             "Pending outcomes dropped: the turn they named did not arrive within pending_feedback_max_age.",
             registry=r)
+        self._rollup_runs = Counter(
+            "otel_chatbot_rollup_runs_total",
+            "Runs of the rollup job (closed days rebuilt for the dashboards and stats), by result.",
+            ["result"], registry=r)
         for reason in FEEDBACK_EXPIRY_REASONS:
             self._feedback_expired.labels(reason)
+        for result in ("ok", "failed"):
+            self._rollup_runs.labels(result)
         # Every label set exists at 0 from the start, so increase() sees a first burst of refusals.
         for transport in TRANSPORTS:
             self._accepted.labels(transport)
@@ -387,6 +393,10 @@ class ProcessorMetrics:
     def outcomes_expired(self, n: int) -> None:
         """``n`` pending outcomes deleted by the sweeper (their turn never arrived)."""
         self._outcomes_expired.inc(n)
+
+    def rollup_run(self, ok: bool) -> None:
+        """One run of the rollup job ended (``ok``: every changed closed day rebuilt)."""
+        self._rollup_runs.labels("ok" if ok else "failed").inc()
 
     def feedback_expired(self, reason: str, n: int) -> None:
         """``n`` pending feedback events deleted by the sweeper (``reason``: age or cap)."""

@@ -62,9 +62,6 @@ def add_parser(commands: Any, add_database: Callable[[argparse.ArgumentParser], 
                    help="output format (default table)")
 
 
-_BEGINNING = "1970-01-01T00:00:00+00:00"  # what --since all means
-
-
 def run(args: argparse.Namespace, config: ProcessorConfig, database_url: Any) -> int:
     """Run ``stats``; ``database_url(config)`` is cli.py's context manager yielding the URL."""
     import psycopg
@@ -73,17 +70,15 @@ def run(args: argparse.Namespace, config: ProcessorConfig, database_url: Any) ->
     from otel_chatbot.store.engagement import engagement_by_channel, format_engagement
     from otel_chatbot.store.stats_queries import group_stats
 
-    if args.since is not None and args.since.strip().lower() == "all":
-        args.since = _BEGINNING
     try:
         window = window_from_options(args.since, args.until, args.service, args.source,
-                                     default_days=DEFAULT_DAYS)
+                                     default_days=DEFAULT_DAYS, allow_all=True)
     except WindowError as exc:
         raise ConfigError(str(exc)) from None
     since, until = window.since, window.until
     with database_url(config) as url, psycopg.connect(url) as conn:
         groups = group_stats(conn, window, by=args.by)
-        # Engagement by channel from the engagement views (migration 0006), over the window's UTC days.
+        # Engagement by channel (the engagement views' window functions), over the window's UTC days.
         channels = engagement_by_channel(conn, since, until, window.services, window.sources)
     if args.format == "json":
         print(format_json(groups, channels, since=since, until=until, by=args.by))

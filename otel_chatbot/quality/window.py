@@ -1,8 +1,9 @@
 """Which turns a quality command looks at: a time window plus service and source filters.
 
 ``--since``/``--until`` take what ``evaluate`` takes (quality/selection.py): an ISO 8601 date or time
-(UTC without an offset) or a span back from now (``30m``, ``24h``, ``7d``, ``2w``). Pure parsing, so
-bad input is found before any database is opened.
+(UTC without an offset) or a span back from now (``30m``, ``24h``, ``7d``, ``2w``); where a command
+allows it, ``--since all`` (the whole history: from the Unix epoch). Pure parsing, so bad input is found
+before any database is opened.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from typing import Any
 from psycopg import sql
 
 from otel_chatbot.quality.selection import parse_when
+
+# What ``--since all`` means: every stored turn (none is older than the Unix epoch).
+BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class WindowError(ValueError):
@@ -66,12 +70,16 @@ class TurnWindow:
 
 
 def window_from_options(since: str | None, until: str | None, services: list[str] | None,
-                        sources: list[str] | None, *, default_days: float, now: datetime | None = None
-                        ) -> TurnWindow:
-    """The window of ``--since/--until/--service/--source`` (no --since: ``default_days`` back)."""
+                        sources: list[str] | None, *, default_days: float, now: datetime | None = None,
+                        allow_all: bool = False) -> TurnWindow:
+    """The window of ``--since/--until/--service/--source`` (no --since: ``default_days`` back;
+    ``allow_all``: ``--since all`` is the whole history)."""
     now = now or datetime.now(UTC)
     end = parse_time("--until", until, now) if until else now
-    start = parse_time("--since", since, now) if since else end - timedelta(days=default_days)
+    if allow_all and since is not None and since.strip().lower() == "all":
+        start = BEGINNING
+    else:
+        start = parse_time("--since", since, now) if since else end - timedelta(days=default_days)
     for option, values in (("--service", services), ("--source", sources)):
         for value in values or ():
             if not value.strip():

@@ -1,10 +1,11 @@
-"""Engagement by channel for `otel-chatbot stats`, read from the engagement views (migration 0006)."""
+"""Engagement by channel for `otel-chatbot stats`: the engagement views (migration 0006) over a window,
+through their window functions (migration 0015)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import psycopg
@@ -25,18 +26,24 @@ class ChannelEngagement:
     csat: float | None
 
 
+# The window functions of migration 0015 return the engagement views' rows of the window's days only
+# (closed days from the rollups, the rest live), so the cost follows the window, not the history.
 _BY_CHANNEL = """
 WITH conv AS (
-    SELECT source, sum(conversations) AS n, sum(turns) AS turns FROM engagement_conversations_daily
-    WHERE {days} GROUP BY 1
+    SELECT source, sum(conversations) AS n, sum(turns) AS turns
+    FROM engagement_conversations_daily_between(%(first)s, %(last)s)
+    WHERE {filters} GROUP BY 1
 ), ret AS (
-    SELECT source, sum(users) AS users, sum(returning_users) AS returning FROM engagement_returning_users
-    WHERE {days} GROUP BY 1
+    SELECT source, sum(users) AS users, sum(returning_users) AS returning
+    FROM engagement_returning_users_between(%(first)s, %(last)s)
+    WHERE {filters} GROUP BY 1
 ), abandoned AS (
-    SELECT source, count(*) AS n FROM engagement_dropoff WHERE {dropped} GROUP BY 1
+    SELECT source, count(*) AS n FROM engagement_dropoff_between(%(since)s, %(until)s)
+    WHERE last_turn_at < %(until)s AND {filters} GROUP BY 1
 ), csat AS (
     SELECT source, sum(thumbs_up)::double precision / NULLIF(sum(rated_turns), 0) AS share
-    FROM engagement_csat_daily WHERE {days} GROUP BY 1
+    FROM engagement_csat_daily_between(%(first)s, %(last)s)
+    WHERE {filters} GROUP BY 1
 ), channels AS (
     SELECT source FROM conv UNION SELECT source FROM ret UNION SELECT source FROM abandoned
     UNION SELECT source FROM csat
@@ -55,24 +62,20 @@ def engagement_by_channel(conn: psycopg.Connection[Any], since: datetime | None 
                           until: datetime | None = None, services: Sequence[str] = (),
                           sources: Sequence[str] = ()) -> list[ChannelEngagement]:
     """All stored history, or the UTC days from ``since`` to ``until`` (conversations by the day they
-    started, abandoned ones by their last turn) of the given services and channels (empty: any)."""
-    days: list[sql.Composable] = [sql.SQL("true")]
-    dropped: list[sql.Composable] = [sql.SQL("true")]
-    params: dict[str, Any] = {"since": since, "until": until, "services": list(services),
-                              "sources": list(sources)}
-    if since is not None:
-        days.append(sql.SQL("day >= (%(since)s AT TIME ZONE 'UTC')::date"))
-        dropped.append(sql.SQL("last_turn_at >= %(since)s"))
-    if until is not None:
-        days.append(sql.SQL("day <= (%(until)s AT TIME ZONE 'UTC')::date"))
-        dropped.append(sql.SQL("last_turn_at < %(until)s"))
+    started, abandoned ones by their last turn in [since, until)) of the given services and channels
+    (empty: any)."""
+    filters: list[sql.Composable] = [sql.SQL("true")]
+    params: dict[str, Any] = {
+        # No bound: from year 1 to 9999, the whole history.
+        "since": since or datetime.min.replace(tzinfo=UTC),
+        "until": until or datetime.max.replace(tzinfo=UTC),
+        "first": (since.astimezone(UTC).date() if since else date.min),
+        "last": (until.astimezone(UTC).date() if until else date.max),
+        "services": list(services), "sources": list(sources)}
     for column, values in (("service", services), ("source", sources)):
         if values:
-            condition = sql.SQL("{} = ANY(%({})s)").format(sql.Identifier(column), sql.SQL(column + "s"))
-            days.append(condition)
-            dropped.append(condition)
-    query = sql.SQL(_BY_CHANNEL).format(days=sql.SQL(" AND ").join(days),
-                                        dropped=sql.SQL(" AND ").join(dropped))
+            filters.append(sql.SQL("{} = ANY(%({})s)").format(sql.Identifier(column), sql.SQL(column + "s")))
+    query = sql.SQL(_BY_CHANNEL).format(filters=sql.SQL(" AND ").join(filters))
     return [ChannelEngagement(str(s), int(c), None if t is None else float(t), int(u), int(r), int(a),
                               None if x is None else float(x))
             for s, c, t, u, r, a, x in conn.execute(query, params)]

@@ -80,6 +80,10 @@ def _erase(conn: Connection, user_id: str) -> dict[str, int]:
     delete("outcomes", "turn_id = ANY(%(turns)s) OR session_id = ANY(%(sessions)s)")
     delete("session_evaluations", "session_id = ANY(%(sessions)s)")
     delete("sessions", "session_id = ANY(%(sessions)s)")
+    # Rollups of closed days (migration 0015): the rollup job rebuilds the days touched here.
+    delete("rollup_conversation_days", "session_id = ANY(%(sessions)s) OR first_user = %(user)s")
+    delete("rollup_user_days", "user_id = %(user)s")
+    delete("rollup_turn_index", "turn_id = ANY(%(turns)s)")
     if _exists(conn, "failure_clusters"):
         counts["failure_clusters"] = conn.execute(
             "UPDATE failure_clusters SET "

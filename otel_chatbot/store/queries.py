@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import psycopg
 
-_RECENT_TURN = "SELECT EXISTS (SELECT 1 FROM chat_turns WHERE turn_id = %s AND started_at >= %s)"
-_ANY_TURN = "SELECT EXISTS (SELECT 1 FROM chat_turns WHERE turn_id = %s)"
-# Feedback mostly follows its turn within minutes: the last two days' partitions are probed first
-# (pruned at plan time), all of them only when the turn is not there — the probe of every daily
-# partition otherwise grows with the retained history.
-_RECENT = timedelta(days=2)
+# turn_stored (migration 0015) probes the live days' partitions (pruned at plan time), then the one
+# partition the turn index of closed days names: a lookup costs the same however many days are kept.
+# A turn that arrives for a past day is in the index after the next rollup run; until then it is
+# answered as pending (202), while the writer stores its rating all the same.
+_TURN_STORED = "SELECT turn_stored(%s)"
 
 
 def turn_exists(url_or_conn: str | psycopg.Connection[Any], turn_id: str) -> bool:
@@ -25,10 +24,7 @@ def turn_exists(url_or_conn: str | psycopg.Connection[Any], turn_id: str) -> boo
 
 
 def _turn_exists(conn: psycopg.Connection[Any], turn_id: str) -> bool:
-    row = conn.execute(_RECENT_TURN, (turn_id, datetime.now(UTC) - _RECENT)).fetchone()
-    if row and row[0]:
-        return True
-    row = conn.execute(_ANY_TURN, (turn_id,)).fetchone()
+    row = conn.execute(_TURN_STORED, (turn_id,)).fetchone()
     return bool(row and row[0])
 
 

@@ -16,6 +16,7 @@ from otel_chatbot.store.partitions import (
     list_partitions,
     partition_bounds,
 )
+from otel_chatbot.store.rollup import drop_rollups_before
 
 
 def purge_older_than(url: str, days: int, *, now: datetime | None = None) -> list[str]:
@@ -48,6 +49,7 @@ def purge_older_than(url: str, days: int, *, now: datetime | None = None) -> lis
                          (cutoff,))
         if dropped_until is not None:
             conn.execute("DELETE FROM turn_parts WHERE last_span_at < %s", (dropped_until,))
+            drop_rollups_before(conn, dropped_until)
         # Settle reminders of the turns that went (the settle would drop them too, one by one).
         conn.execute("DELETE FROM unsettled_turns u WHERE started_at < %s AND NOT EXISTS ("
                      "SELECT FROM chat_turns c WHERE c.turn_id = u.turn_id AND c.started_at = u.started_at)",

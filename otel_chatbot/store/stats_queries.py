@@ -11,6 +11,7 @@ the window.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
@@ -107,7 +108,11 @@ WITH t AS MATERIALIZED (
 ), returners AS (
     SELECT u.grp, count(*) AS returning_users
     FROM (SELECT DISTINCT grp, user_id FROM t WHERE user_id IS NOT NULL) u
-    WHERE EXISTS (SELECT 1 FROM chat_turns p WHERE p.user_id = u.user_id AND p.started_at < %(window_since)s)
+    -- a turn before the window: on a rolled-up day wholly before it (one index probe), or live from
+    -- lookback_from (pruned at plan time) up to the window
+    WHERE EXISTS (SELECT 1 FROM rollup_user_days r WHERE r.user_id = u.user_id AND r.day < %(lookback_day)s)
+       OR u.user_id IN (SELECT p.user_id FROM chat_turns p WHERE p.started_at >= %(lookback_from)s
+                        AND p.started_at < %(window_since)s AND p.user_id IS NOT NULL)
     GROUP BY u.grp
 )
 SELECT turns.grp, turns.turns, turns.conversations, turns.conversation_turns, turns.users,
@@ -131,8 +136,18 @@ def group_stats(conn: psycopg.Connection[Any], window: TurnWindow, *, by: str | 
         raise ValueError(f"by: expected one of {', '.join(DIMENSIONS)}, got {by!r}")
     dimension = sql.Literal("all") if by is None else sql.Identifier("c", by)
     where, params = window.where("c")
+    params.update(_lookback(conn, window.since))
     query = sql.SQL(_STATS).format(dimension=dimension, window=where)
     return [_group(row) for row in conn.execute(query, params)]
+
+
+def _lookback(conn: psycopg.Connection[Any], since: datetime) -> dict[str, Any]:
+    """Where "a turn before ``since``" is looked for: rolled-up days before ``lookback_day`` (wholly
+    before ``since`` and before rollup_state.live_from), live turns from ``lookback_from`` on."""
+    row = conn.execute("SELECT live_from FROM rollup_state").fetchone()
+    live_from: date = row[0] if row and row[0] is not None else date.min
+    day = min(live_from, since.astimezone(UTC).date())
+    return {"lookback_day": day, "lookback_from": datetime.combine(day, time.min, UTC)}
 
 
 def _ratio(part: float, whole: float) -> float | None:

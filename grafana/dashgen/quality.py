@@ -73,10 +73,10 @@ LIMIT 50
 """
 
 # The user messages of a cluster's first three example turns (most central first), for the table.
+# chat_turns_by_id finds them through the rollup's turn index: no probe of every daily partition.
 CLUSTER_EXAMPLES = """SELECT string_agg(left(t.user_message, 160), ' | ' ORDER BY e.n)
-        FROM unnest(c.example_turn_ids) WITH ORDINALITY AS e(turn_id, n)
-        JOIN chat_turns t ON t.turn_id = e.turn_id
-        WHERE e.n <= 3"""
+        FROM unnest(c.example_turn_ids[1:3]) WITH ORDINALITY AS e(turn_id, n)
+        JOIN chat_turns_by_id(c.example_turn_ids[1:3]) t ON t.turn_id = e.turn_id"""
 
 FAILURE_CLUSTERS = f"""
 SELECT c.label AS cluster, c.size AS turns, c.share, c.previous_size AS "previous window", c.trend,

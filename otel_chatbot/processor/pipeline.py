@@ -152,7 +152,8 @@ class Pipeline:
                 stuck = [item for item in self._in_progress if not item.future.done()]
             self._resolve(stuck, None, Unavailable("the processor is shutting down", 1), count=False)
         else:
-            _log.info("pipeline drained within %.1f s", timeout)
+            _log.info("pipeline drained in %.2f s (deadline %.1f s)", time.monotonic() - deadline + timeout,
+                      timeout)
         self._fail_queued(Unavailable("the processor is shutting down", 1))
         for writer in self._writers:
             writer.shutdown()

@@ -18,6 +18,7 @@ Autovacuum is off on the benchmark's own server so that the WAL and stats are th
 each size is measured after an explicit VACUUM.
 
     python benchmarks/fillfactor.py [--fillfactors 50,70,80,90,100] [--rounds 3] [--batches 200]
+                                    [--batch-size 512] [--settle-limit 500]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import statistics
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -37,6 +39,7 @@ from write import _backend_cpu, build_batch
 
 from otel_chatbot.records import NormalisedBatch
 from otel_chatbot.store import partitions
+from otel_chatbot.store import writer as writer_module
 from otel_chatbot.store.writer import BatchWriter
 
 FAR_NS = 10**15  # added to now: a settle that counts every turn stored
@@ -129,13 +132,19 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds over every setting (default 3)")
     parser.add_argument("--batches", type=int, default=200, help="batches per day (default 200)")
     parser.add_argument("--batch-size", type=int, default=512, help="spans per batch (default 512)")
+    parser.add_argument("--settle-limit", type=int, default=writer_module._SETTLE_LIMIT,
+                        help="turns per settle statement (default the writer's, "
+                             f"{writer_module._SETTLE_LIMIT}); a few: a settle at a low turn rate, "
+                             "where a page's rows settle in different transactions")
     args = parser.parse_args()
     try:
         fillfactors = [int(x) for x in args.fillfactors.split(",")]
     except ValueError:
         parser.error(f"--fillfactors: expected comma-separated integers, got {args.fillfactors!r}")
-    if any(not 10 <= f <= 100 for f in fillfactors) or args.rounds < 1 or args.batches < 1:
-        parser.error("fillfactors must be within 10..100, --rounds and --batches >= 1")
+    if (any(not 10 <= f <= 100 for f in fillfactors) or args.rounds < 1 or args.batches < 1
+            or args.settle_limit < 1):
+        parser.error("fillfactors must be within 10..100, --rounds, --batches and --settle-limit >= 1")
+    writer_module._SETTLE_LIMIT = args.settle_limit
 
     rng = random.Random(7)
     now = time.time_ns()
@@ -157,7 +166,7 @@ def main() -> int:
                     with psycopg.connect(url, autocommit=True) as observer:
                         _phase(url, observer, [warmup])
                         _phase(url, observer, None)
-                        load = open("/proc/loadavg").read().split()[0]
+                        load = Path("/proc/loadavg").read_text().split()[0]
                         write = _phase(url, observer, day1)
                         settle = _phase(url, observer, None)
                         settled, settled_heap = _bytes_per_turn(observer)
@@ -176,7 +185,8 @@ def main() -> int:
                                     "settle_cpu": 1e6 * settle.cpu / turns if turns else float("nan"),
                                     "settled": settled, "steady": steady})
                 print(f"round {round_no} fillfactor {ff:>3} (load {load}): CPU {cpu_us:.1f} µs/span, "
-                      f"{rate:,.0f} spans/s; settle: {settle.hot_updates}/{settle.updates} HOT, "
+                      f"{rate:,.0f} spans/s (write {write.wal_bytes / 2**20:.1f} MiB WAL); "
+                      f"settle: {settle.hot_updates}/{settle.updates} HOT, "
                       f"{settle.wal_bytes / 2**20:.1f} MiB WAL ({settle.wal_fpi} FPI), "
                       f"{1e6 * settle.cpu / max(turns, 1):.1f} µs CPU/turn; bytes/turn settled "
                       f"{settled:,.0f} (heap {settled_heap:,.0f}); after day 2 "

@@ -93,7 +93,7 @@ def test_an_upgraded_database_settles_the_turns_the_previous_version_left_unsett
     assert sorted(_reminders(url)) == [("new", _us(due)), ("not-yet", _us(later)), ("raised", _us(due))]
     assert rows(url, "SELECT to_regclass('chat_turns_settle_at_idx') IS NULL") == [(True,)]
     assert rows(url, "SELECT reloptions FROM pg_class WHERE relname = %s",
-                partition_name("chat_turns", day_of_ns(NOW_NS))) == [(["fillfactor=50"],)]
+                partition_name("chat_turns", day_of_ns(NOW_NS))) == [(["fillfactor=70"],)]
     writer = BatchWriter(url, settle_seconds=60)
     writer.start()
     try:
@@ -187,17 +187,31 @@ def test_the_reminder_of_a_displaced_auto_turn_goes_uncounted(settling_writer: B
     assert _reminders(database_url) == []
 
 
-def test_the_settle_rewrites_each_turn_in_place(settling_writer: BatchWriter, database_url: str) -> None:
-    """A HOT update: the settled version stays on the row's page and no index gets an entry."""
-    turns = [turn(trace_id(), user_message="q" * 300, bot_response="a" * 300) for _ in range(200)]
-    settling_writer.write(NormalisedBatch(turns=turns))
+# Of 200 turns with 300-character messages settled by one statement, the updates HOT at the partitions'
+# fillfactor (70): the free 30% of each page holds the new versions of 87 of them (the rest move).
+_HOT_AT_PARTITION_FILLFACTOR = 87
+
+
+@pytest.mark.parametrize(("fillfactor", "hot"), [(None, _HOT_AT_PARTITION_FILLFACTOR), (50, 200)])
+def test_the_settle_rewrites_each_turn_in_place_where_its_page_has_room(
+        settling_writer: BatchWriter, database_url: str, fillfactor: int | None, hot: int) -> None:
+    """A HOT update (the settled version on the row's page, no index entries) for every row whose page
+    has room left: with half of each page free, all of them; with the partitions' own fillfactor, the
+    rows the free part of each page holds a second version of (the rows of a page settle together)."""
     part = partition_name("chat_turns", day_of_ns(NOW_NS))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        create_partitions(conn, "chat_turns", [day_of_ns(NOW_NS)])
+        if fillfactor is not None:
+            conn.execute(sql.SQL("ALTER TABLE {} SET (fillfactor = {})").format(
+                sql.Identifier(part), sql.Literal(fillfactor)))
+    turns = [turn(f"{i:032x}", user_message="q" * 300, bot_response="a" * 300) for i in range(200)]
+    settling_writer.write(NormalisedBatch(turns=turns))
     with psycopg.connect(database_url) as conn:
         settled = conn.execute(ts.SETTLE_TURNS, {"until": FAR_NS // 1000, "limit": 500}).fetchall()
         assert sum(1 for r in settled if r[0] == "turn") == 200
         assert conn.execute("SELECT pg_stat_get_xact_tuples_updated(%s::regclass), "
                             "pg_stat_get_xact_tuples_hot_updated(%s::regclass)", (part, part)).fetchone() == (
-            200, 200)
+            200, hot)
 
 
 # --- retention and erasure ----------------------------------------------------------------------------
@@ -227,4 +241,4 @@ def test_new_daily_partitions_of_chat_turns_keep_room_for_the_settled_version(da
         create_partitions(conn, "spans", [day])
     assert rows(database_url, "SELECT relname, reloptions FROM pg_class WHERE relname IN (%s, %s) ORDER BY 1",
                 partition_name("chat_turns", day), partition_name("spans", day)) == [
-        (partition_name("chat_turns", day), ["fillfactor=50"]), (partition_name("spans", day), None)]
+        (partition_name("chat_turns", day), ["fillfactor=70"]), (partition_name("spans", day), None)]

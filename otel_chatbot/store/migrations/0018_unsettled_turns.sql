@@ -23,15 +23,16 @@ SELECT turn_id, started_at, settle_at FROM chat_turns WHERE settle_at IS NOT NUL
 
 DROP INDEX chat_turns_settle_at_idx;
 
--- Room for each row's settled version on its own page (a row is rewritten once, ~turn_settle_seconds
--- after it is stored). Partitions created from now on get it from store/partitions.py; existing ones
--- keep their pages and apply it to the rows they receive from now on.
+-- Room on each page for settled versions (a row is rewritten once, ~turn_settle_seconds after it is
+-- stored): 30%, the new versions of about half to three quarters of a page's rows. Partitions created
+-- from now on get it from store/partitions.py; existing ones keep their pages and apply it to the rows
+-- they receive from now on.
 DO $$
 DECLARE
     part regclass;
 BEGIN
     FOR part IN SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = 'chat_turns'::regclass LOOP
-        EXECUTE format('ALTER TABLE %s SET (fillfactor = 50)', part);
+        EXECUTE format('ALTER TABLE %s SET (fillfactor = 70)', part);
     END LOOP;
 END
 $$;

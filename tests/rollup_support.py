@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from otel_chatbot.store.partitions import create_partitions
+from otel_chatbot.store.partitions import create_partitions, list_partitions
 
 SERVICES = ("shop-bot", "help-bot")
 SOURCES = ("website", "whatsapp", "slack", None)
@@ -93,6 +93,13 @@ def generate(conn: psycopg.Connection[Any], seed: int = 7) -> History:
     _ratings_and_outcomes(conn, history, rng)
     flush_statistics(conn)
     return history
+
+
+def closed_days(conn: psycopg.Connection[Any], history: History) -> list[date]:
+    """The days a first rollup run rebuilds: every closed day with a chat_turns partition (the history
+    creates the last 7 days', some of which hold no turn, depending on the time of day) or a turn."""
+    partition_days = {day for _, day in list_partitions(conn, "chat_turns") if day < history.today}
+    return sorted(partition_days | {t["at"].date() for t in history.turns if t["at"].date() < history.today})
 
 
 def flush_statistics(conn: psycopg.Connection[Any]) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from rollup_support import generate
+from rollup_support import closed_days, generate
 from server_support import fetch, running, wait_until
 
 from otel_chatbot.processor.config import ConfigError, load_config
@@ -23,7 +23,7 @@ def _runs(registry: CollectorRegistry, result: str) -> float:
 def test_serve_rolls_up_the_closed_days_at_start(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         history = generate(conn)
-    closed = {t["at"].date() for t in history.turns if t["at"].date() < history.today}
+        closed = set(closed_days(conn, history))
     with running(database_url) as processor:
         registry = processor.metrics.registry
         wait_until(lambda: _runs(registry, "ok") >= 1, "the first rollup run")

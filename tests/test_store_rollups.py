@@ -15,11 +15,10 @@ from typing import Any
 import psycopg
 import yaml
 from grafana_support import ALL, TimeRange, builtins, dashboard_targets, expand_postgres_macros, interpolate
-from rollup_support import History, generate, late_arrivals
+from rollup_support import History, closed_days, generate, late_arrivals
 from tools import ROOT
 
 from otel_chatbot.quality.window import TurnWindow
-from otel_chatbot.store.partitions import list_partitions
 from otel_chatbot.store.queries import turn_exists
 from otel_chatbot.store.retention import purge_older_than
 from otel_chatbot.store.rollup import refresh_rollups
@@ -167,11 +166,7 @@ def test_window_functions_equal_the_views_before_and_after_rollups(database_url:
         assert before > 300
 
         run = refresh_rollups(database_url)
-        # Every closed day with a partition (the generated history creates the last 7 days', some of
-        # which may hold no turn, depending on the time of day) and every closed day with a turn.
-        partition_days = {day for _, day in list_partitions(conn, "chat_turns") if day < history.today}
-        turn_days = {t["at"].date() for t in history.turns if t["at"].date() < history.today}
-        closed = sorted(partition_days | turn_days)
+        closed = closed_days(conn, history)
         assert run.refreshed == closed and run.dropped == [] and run.live_from == history.today
         assert conn.execute("SELECT count(*) FROM rollup_turn_index").fetchone() == (
             sum(t["at"].date() < history.today for t in history.turns),)

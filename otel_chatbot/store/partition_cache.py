@@ -25,9 +25,14 @@ class PartitionCache:
     def ensure(self, conn: psycopg.Connection[Any], table: str, times_ns: Iterable[int]) -> None:
         """Create the partitions of ``table`` for the days of ``times_ns`` that lack one (committed
         in their own transactions: call before the data transaction starts)."""
+        self.ensure_days(conn, table, {t // DAY_NS for t in times_ns})
+
+    def ensure_days(self, conn: psycopg.Connection[Any], table: str, days: Iterable[int]) -> None:
+        """``ensure`` for days (since the epoch) already known: a write's spans go to several tables,
+        and their days are worked out once, not once per table."""
         today = time.time_ns() // DAY_NS
         # Days outside the window get no table of their own: their rows go to the default partition.
-        missing = {d for d in {t // DAY_NS for t in times_ns} if in_window(d, today)} - self._days[table]
+        missing = {d for d in days if in_window(d, today)} - self._days[table]
         if missing:
             create_partitions(conn, table, [day_of_ns(d * DAY_NS) for d in missing])
             self._days[table] |= missing

@@ -60,7 +60,7 @@ from otel_chatbot.store.copyrows import (
 from otel_chatbot.store.locks import lock_params, write_lock_ids
 from otel_chatbot.store.params import text_array as _text_array
 from otel_chatbot.store.partition_cache import PartitionCache
-from otel_chatbot.store.partitions import count_out_of_window
+from otel_chatbot.store.partitions import DAY_NS, count_out_of_window
 from otel_chatbot.store.parts import (
     PartDelta,
     PartKey,
@@ -308,8 +308,9 @@ class BatchWriter:
 
     def _ensure_partitions(self, conn: psycopg.Connection[Any], spans: list[SpanRow],
                            turns: list[TurnRow]) -> None:
+        days = {s.start_ns // DAY_NS for s in spans}  # once for every table of the layout
         for table in self._spans.tables:
-            self._partitions.ensure(conn, table, (s.start_ns for s in spans))
+            self._partitions.ensure_days(conn, table, days)
         self._partitions.ensure(conn, "chat_turns", (t.start_ns for t in turns))
 
     def _forget_partitions(self) -> None:

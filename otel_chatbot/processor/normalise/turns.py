@@ -66,13 +66,13 @@ def add_turns_and_feedback(batch: NormalisedBatch, chat_spans: list[ChatSpan]) -
         sdk_turns = [item for item in members if item[2].turn_id]
         if sdk_turns:
             sole = len({item[0].turn_scope for item in sdk_turns}) == 1
-            for turn_row, attributes, _ in sdk_turns:
+            for turn_row, attributes, plan in sdk_turns:
                 scope = turn_row.turn_scope
                 # Messages and model may come from unstamped spans of a one-turn trace too; flags only from
                 # the turn's own scope (the writer adds the trace's unstamped flags when the turn is alone).
                 belongs = [m for m in members if m[0].turn_scope == scope or (sole and m[0].turn_scope == "")]
                 own = [m for m in members if m[0].turn_scope == scope]
-                batch.turns.append(_turn(turn_row, attributes, scope, False, belongs, members, own))
+                batch.turns.append(_turn(turn_row, attributes, plan, scope, False, belongs, members, own))
             continue
         auto_members = [m for m in members if not m[0].turn_scope]
         candidates = [m for m in auto_members if _is_candidate(m)]
@@ -84,7 +84,7 @@ def add_turns_and_feedback(batch: NormalisedBatch, chat_spans: list[ChatSpan]) -
             if parents is None:
                 parents = {r.span_id: r.parent_span_id for r in batch.spans}
             top = _top_most(candidates, parents)
-        batch.turns.append(_turn(top[0], top[1], top[0].trace_id, True, auto_members, auto_members,
+        batch.turns.append(_turn(top[0], top[1], top[2], top[0].trace_id, True, auto_members, auto_members,
                                  auto_members))
     _add_turn_extras(batch, with_extras)
 
@@ -169,6 +169,7 @@ def _top_most(candidates: list[ChatSpan], parents: dict[str, str | None]) -> Cha
 def _turn(
     row: SpanRow,
     attributes: dict[str, Any],
+    turn_plan: Plan,
     turn_id: str,
     auto: bool,
     members: list[ChatSpan],
@@ -207,10 +208,13 @@ def _turn(
     model = row.model
     if model is None:
         model = next((m[0].model for m in members if m[0].model and m[0].input_tokens is not None), None)
-    escalated, escalation_reason = escalation_of(attributes)
-    prompt_version = keys_value(attributes, sc.PROMPT_VERSION_ALIASES, ())
-    for _member_row, attrs, plan in members:
-        if plan.extras and attrs is not attributes:
+    # Escalation and prompt version keys are rare: the plans say which spans have any.
+    escalated, escalation_reason, prompt_version = False, None, None
+    if turn_plan.extras:
+        escalated, escalation_reason = escalation_of(attributes)
+        prompt_version = keys_value(attributes, sc.PROMPT_VERSION_ALIASES, ())
+    for _member_row, attrs, member_plan in members:
+        if member_plan.extras and attrs is not attributes:
             member_escalated, member_reason = escalation_of(attrs)
             escalated = escalated or member_escalated
             escalation_reason = escalation_reason or member_reason
@@ -272,6 +276,9 @@ def _first_of(
     own: dict[str, Any], context: list[ChatSpan], keys: tuple[str, ...], metadata_keys: tuple[str, ...]
 ) -> str | None:
     """The first value under ``keys``: the turn span's own, else the earliest span of the trace having one."""
+    value = own.get(keys[0])
+    if type(value) is str and value and "\x00" not in value:  # the common case: keys_value's answer too
+        return value
     text = keys_value(own, keys, metadata_keys)
     if text is not None:
         return text

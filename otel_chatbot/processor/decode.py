@@ -179,6 +179,9 @@ _KV_CACHE_MAX: Final = 1 << 16
 _CACHEABLE_BYTES: Final = 200  # ids, names, model names, counts: values that repeat across spans
 _IMMUTABLE: Final = frozenset({str, int, float, bool, type(None)})
 kv_cache_get = _KV_CACHE.get
+# Header (key and lengths) of a long string attribute → (key, length of the whole entry).
+_LONG_HEADERS: dict[bytes, tuple[str, int]] = {}
+_LONG_HEADERS_MAX: Final = 4096
 
 
 def decode_attributes(raw: Sequence[bytes]) -> dict[str, Any]:
@@ -195,13 +198,24 @@ def fill_attribute_misses(raw: Sequence[bytes], values: list[Any]) -> None:
     cache = _KV_CACHE
     if len(cache) > _KV_CACHE_MAX:
         cache.clear()  # a crude bound: unique values (request ids…) must not grow it forever
+    headers = _LONG_HEADERS
     i = -1
     for _ in range(values.count(None)):
         i = values.index(None, i + 1)
         encoded = raw[i]
         n = len(encoded)
         # Inlined fast path of decode_key_value for long string values (messages): those are the
-        # misses of nearly every LLM span, as they never repeat.
+        # misses of nearly every LLM span, as they never repeat. Their headers (key, two-byte lengths)
+        # do: a header seen before gives the key and the length the whole entry must have.
+        if n > _CACHEABLE_BYTES:
+            header = encoded[: encoded[1] + 8]
+            known = headers.get(header)
+            if known is not None and known[1] == n:
+                try:
+                    values[i] = (known[0], encoded[len(header) :].decode())
+                except UnicodeDecodeError as exc:
+                    raise DecodeError(f"attribute is not valid UTF-8: {exc}") from None
+                continue
         if n > _CACHEABLE_BYTES and encoded[0] == 0x0A and encoded[1] < 0x80:
             p = 2 + encoded[1]
             if encoded[p] == 0x12 and encoded[p + 1] >= 0x80 and encoded[p + 2] < 0x80:
@@ -214,9 +228,13 @@ def fill_attribute_misses(raw: Sequence[bytes], values: list[Any]) -> None:
                         and q + 3 + ((slen & 0x7F) | (encoded[q + 2] << 7)) == n
                     ):
                         try:
-                            values[i] = (encoded[2:p].decode(), encoded[q + 3 :].decode())
+                            key = encoded[2:p].decode()
+                            values[i] = (key, encoded[q + 3 :].decode())
                         except UnicodeDecodeError as exc:
                             raise DecodeError(f"attribute is not valid UTF-8: {exc}") from None
+                        if len(headers) >= _LONG_HEADERS_MAX:
+                            headers.clear()
+                        headers[encoded[: q + 3]] = (key, n)
                         continue
         kv = decode_key_value(encoded)
         values[i] = kv

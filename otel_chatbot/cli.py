@@ -230,6 +230,7 @@ def _serve(config: ProcessorConfig) -> int:
         return _serve_workers(config)
     from otel_chatbot.errors import StartCancelled
     from otel_chatbot.processor.app import Processor, StopSignals, grafana_hint, run_until_signal
+    from otel_chatbot.processor.gc_tuning import tune_for_serving
 
     # Handlers first: a SIGTERM during initdb or migrations must stop what was started, in order.
     with StopSignals() as signals:
@@ -240,6 +241,7 @@ def _serve(config: ProcessorConfig) -> int:
             print(f"{_PROG} serve: {signals.name} during start; stopped what had been started",
                   file=sys.stderr, flush=True)
             return 0
+        tune_for_serving()
         scheme = "https" if config.tls_cert_file else "http"
         http, grpc, metrics = (f"{h}:{p}" for h, p in (processor.http_address, processor.grpc_address,
                                                        processor.metrics_address))

@@ -45,6 +45,7 @@ def _serve(config: ProcessorConfig, index: int, state_path: Path, conn: Connecti
     # Imported here, after the environment is in place: prometheus_client picks file-backed values.
     from otel_chatbot.processor.app import Processor
     from otel_chatbot.processor.fleet_state import NOT_READY, READY, STARTING, FleetState
+    from otel_chatbot.processor.gc_tuning import tune_for_serving
     from otel_chatbot.processor.multiproc_metrics import WorkerMetrics
 
     log = logging.getLogger("otel_chatbot.processor.worker")
@@ -66,6 +67,7 @@ def _serve(config: ProcessorConfig, index: int, state_path: Path, conn: Connecti
         fleet.close()
         return 1
     metrics.start()
+    tune_for_serving()
     conn.send(("started", os.getpid()))
     try:
         while not stop.is_set():

@@ -66,8 +66,9 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
                                    "UNAVAILABLE (default 30)"),
     ("turn_settle_seconds", "SECONDS", "count a turn in the chat metrics once no span of its trace changed "
                                        "it for this long (default 10; 0: at commit)"),
-    ("span_storage", "LAYOUT", "blocks (compressed span blocks, rows for LLM calls and errors; default) or "
-                               "rows (one row per span: every attribute queryable in SQL)"),
+    ("span_storage", "LAYOUT", "rows (one row per span: every attribute queryable in SQL; default) or "
+                               "blocks (compressed span blocks, rows for LLM calls and errors: a quarter "
+                               "of the bytes)"),
     ("log_level", "LEVEL", "debug, info, warning or error (default info)"),
     ("judge_sample_rate", "FRACTION", "LLM-judge this fraction of new turns in the background "
                                       "(default 0: off)"),

@@ -50,7 +50,7 @@ def add_parser(commands: Any, add_database: Callable[[argparse.ArgumentParser], 
     add_database(p)
     p.add_argument("trace_id", metavar="TRACE_ID", help="32 hexadecimal characters")
     p.add_argument("--span-storage", dest="span_storage", metavar="LAYOUT", default=None,
-                   help="the layout serve writes (blocks or rows; default blocks): read first, the other "
+                   help="the layout serve writes (rows or blocks; default rows): read first, the other "
                         "one for spans stored before a change")
     p.add_argument("--format", choices=("tree", "json"), default="tree", help="output format (default tree)")
 

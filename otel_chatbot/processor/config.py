@@ -138,10 +138,10 @@ class ProcessorConfig:
     # parent or child arriving a few batches later (BatchSpanProcessor exports every 5 s, per service)
     # is in the latency and flags observed. 0 counts at commit (later changes add only new flags).
     turn_settle_seconds: float = 10.0
-    # How spans are stored: "blocks" (compressed blocks + a trace index + rows for LLM calls and error
-    # spans: smaller) or "rows" (one row per span in `spans`: any attribute queryable in SQL). Every
-    # replica writing one database must use the same layout.
-    span_storage: str = "blocks"
+    # How spans are stored: "rows" (one row per span in `spans`: any attribute queryable in SQL; the
+    # faster to write here) or "blocks" (compressed blocks + a trace index + rows for LLM calls and
+    # error spans: a quarter of the bytes). Every replica writing one database must use the same layout.
+    span_storage: str = "rows"
     log_level: str = "info"
     # LLM judge inside serve: the fraction of new turns scored in the background (0: off), on any
     # OpenAI-compatible endpoint (unset: api.openai.com); key from OTEL_CHATBOT_JUDGE_API_KEY or

@@ -23,7 +23,7 @@ from otel_chatbot.store import merge_sql as q
 from otel_chatbot.store.copyrows import copy_spans
 
 LAYOUTS: Final = ("rows", "blocks")
-DEFAULT_LAYOUT: Final = "blocks"
+DEFAULT_LAYOUT: Final = "rows"
 
 
 class SpanStorage(Protocol):

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
-from otel_chatbot import trace_cli
+from otel_chatbot import purge_cli, trace_cli
 from otel_chatbot.processor.config import ConfigError, ProcessorConfig, load_config, unknown_variables
 from otel_chatbot.quality import evaluate_cli, stats
 
@@ -174,17 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_parser(commands, _add_database)
     trace_cli.add_parser(commands, _add_database)
 
-    purge = commands.add_parser(
-        "purge", help="drop data older than N days, or every row of one user", formatter_class=formatter,
-        description="Retention: drop whole daily partitions of spans and chat_turns older than --older-than "
-                    "days (fast, no table bloat); prints the dropped partitions. Erasure: --user-id "
-                    "deletes every row of that end user (turns, their traces' spans, feedback, "
-                    "evaluations, reviews, outcomes, sessions only they had) and prints counts per table.",
-        epilog="examples:\n  otel-chatbot purge --older-than 30\n  otel-chatbot purge --user-id u-4821\n")
-    _add_database(purge)
-    what = purge.add_mutually_exclusive_group(required=True)
-    what.add_argument("--older-than", type=int, metavar="DAYS", help="keep this many days (>= 1)")
-    what.add_argument("--user-id", metavar="ID", help="delete every stored row of this end user")
+    purge_cli.add_parser(commands, _add_database, formatter)
 
     evaluate_cli.add_parser(commands, _add_database)
     from otel_chatbot.quality import commands as quality_commands
@@ -316,19 +306,6 @@ def _migrate(config: ProcessorConfig) -> int:
     return 0
 
 
-def _purge(config: ProcessorConfig, days: int) -> int:
-    if days < 1:
-        raise ConfigError(f"older_than: expected a number of days >= 1, got {days}")
-    from otel_chatbot.store.retention import purge_older_than
-
-    with _database_url(config) as url:
-        dropped = purge_older_than(url, days)
-    for name in dropped:
-        print(f"dropped {name}")
-    print(f"{len(dropped)} partition(s) older than {days} day(s) dropped")
-    return 0
-
-
 def _quality(config: ProcessorConfig, args: argparse.Namespace) -> int:
     """failures / export: options are checked before a database is opened."""
     from otel_chatbot.quality.commands import prepare
@@ -339,19 +316,6 @@ def _quality(config: ProcessorConfig, args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     with _database_url(config) as url:
         return run(url)
-
-
-def _erase(config: ProcessorConfig, user_id: str) -> int:
-    if not user_id.strip():
-        raise ConfigError("user_id: must be non-empty")
-    from otel_chatbot.store.erasure import erase_user
-
-    with _database_url(config) as url:
-        counts = erase_user(url, user_id)
-    for table, count in counts.items():
-        print(f"{table}: {count}")
-    print(f"{sum(counts.values())} row(s) of user {user_id!r} deleted or scrubbed")
-    return 0
 
 
 def _demo(config: ProcessorConfig, args: argparse.Namespace) -> int:
@@ -388,10 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return stats.run(args, config, _database_url)
         if args.command == "trace":
             return trace_cli.run(args, config, _database_url)
-        if args.command == "purge" and args.user_id is not None:
-            return _erase(config, args.user_id)
         if args.command == "purge":
-            return _purge(config, args.older_than)
+            return purge_cli.run(args, config, _database_url)
         if args.command == "evaluate":
             return evaluate_cli.run(args, config, _database_url)
         if args.command in ("failures", "export"):

@@ -113,8 +113,12 @@ class Senders:
 
 
 def post_traces(url: str, body: bytes) -> tuple[int, str | None]:
-    request = urllib.request.Request(url + "/v1/traces", data=body, method="POST",
-                                     headers={"Content-Type": "application/x-protobuf"})
+    return post(url + "/v1/traces", body)
+
+
+def post(url: str, body: bytes, content_type: str = "application/x-protobuf") -> tuple[int, str | None]:
+    """POST ``body``: (status, Retry-After), or (0, None) when the connection fails."""
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, None

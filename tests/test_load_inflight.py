@@ -5,26 +5,15 @@ accepted is lost."""
 from __future__ import annotations
 
 import threading
-import urllib.error
-import urllib.request
 
 import grpc
 from google.rpc.error_details_pb2 import RetryInfo  # type: ignore[import-untyped]
+from load_support import post_traces
 from server_support import base_url, count_spans, running, turn_request, wait_until, writer_blocked
 
 from otel_chatbot.processor.inflight import InflightBytes
 
 _EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-
-
-def _post(url: str, body: bytes) -> tuple[int, str | None]:
-    request = urllib.request.Request(url + "/v1/traces", data=body, method="POST",
-                                     headers={"Content-Type": "application/x-protobuf"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, None
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers["Retry-After"]
 
 
 def test_budget_refuses_beyond_its_limit_and_takes_one_oversized_request_alone() -> None:
@@ -45,11 +34,11 @@ def test_requests_beyond_the_inflight_budget_are_refused_retryably(database_url:
         url = base_url(processor)
         answers: list[tuple[int, str | None]] = []
         with writer_blocked(database_url):
-            sender = threading.Thread(target=lambda: answers.append(_post(url, first)))
+            sender = threading.Thread(target=lambda: answers.append(post_traces(url, first)))
             sender.start()
             wait_until(lambda: processor.pipeline.pending_spans == 3000, "the first request queued")
             # The first request is held (waiting for its commit): the second does not fit.
-            assert _post(url, second) == (429, "1")
+            assert post_traces(url, second) == (429, "1")
             host, port = processor.grpc_address
             with grpc.insecure_channel(f"{host}:{port}") as channel:
                 call = channel.unary_unary(_EXPORT, request_serializer=lambda b: b,
@@ -64,5 +53,5 @@ def test_requests_beyond_the_inflight_budget_are_refused_retryably(database_url:
                     assert retry.retry_delay.seconds == 1
         sender.join(60)
         assert answers == [(200, None)]
-        assert _post(url, second) == (200, None)  # the retry fits once the first is answered
+        assert post_traces(url, second) == (200, None)  # the retry fits once the first is answered
         assert count_spans(database_url, first_traces + second_traces) == 6000

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import grpc
 import psycopg
-from load_support import Serve, export_grpc, post_traces, stored_span_counts, wait_exit
+from load_support import Serve, export_grpc, post, post_traces, stored_span_counts, wait_exit
 from server_support import base_url, count_spans, running, turn_request, wait_until
 
 # Generous bounds that still tell the deadline apart from "never" / from the other timeout: on the
@@ -66,18 +66,6 @@ def _get(url: str) -> int:
         return exc.code
 
 
-def _post_json(url: str, body: bytes) -> tuple[int, str | None]:
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, None
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers["Retry-After"]
-    except OSError:
-        return 0, None
-
-
 def test_a_stuck_statement_is_answered_retryable_after_statement_timeout(database_url: str) -> None:
     serve = Serve(database_url, "--statement-timeout", "1", "--request-timeout", "60")
     serve.start()
@@ -91,7 +79,7 @@ def test_a_stuck_statement_is_answered_retryable_after_statement_timeout(databas
             with _locked(database_url, "spans", "span_traces", "chat_turns"):
                 answers = _in_threads(lambda: post_traces(serve.url, http_body),
                                       lambda: export_grpc(channel, grpc_body),
-                                      lambda: _post_json(serve.url + "/v1/feedback", feedback))
+                                      lambda: post(serve.url + "/v1/feedback", feedback, "application/json"))
                 health = _get(serve.url + "/healthz")  # the lock is still held
             (http, http_s), (rpc, rpc_s), (fb, fb_s) = answers
             print(f"lock held, statement_timeout 1 s: traces {http} after {http_s:.2f} s, gRPC {rpc} after "
@@ -104,7 +92,7 @@ def test_a_stuck_statement_is_answered_retryable_after_statement_timeout(databas
             wait_until(lambda: _get(serve.url + "/readyz") == 200, "ready again")
             assert post_traces(serve.url, http_body) == (200, None)
             assert export_grpc(channel, grpc_body) == ("OK", None)
-            assert _post_json(serve.url + "/v1/feedback", feedback) == (202, None)
+            assert post(serve.url + "/v1/feedback", feedback, "application/json") == (202, None)
     finally:
         serve.stop()
     stored = stored_span_counts(database_url)
@@ -169,7 +157,7 @@ def test_sigterm_keeps_shutdown_timeout_with_a_write_and_an_api_lookup_stuck(dat
         with _locked(database_url, "spans", "span_traces", "chat_turns"):
             senders = [threading.Thread(target=lambda: answers.append(post_traces(serve.url, body))),
                        threading.Thread(target=lambda: answers.append(
-                           _post_json(serve.url + "/v1/feedback", feedback)))]
+                           post(serve.url + "/v1/feedback", feedback, "application/json")))]
             for sender in senders:
                 sender.start()
             time.sleep(1.0)  # both are waiting on the locks now
